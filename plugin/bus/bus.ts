@@ -1,0 +1,26 @@
+/**
+ * A transport between the instances of a service. `channel` is a plugin channel name, or
+ * `null` for the broadcast-to-all channel every instance listens on.
+ *
+ * Contract shared by every implementation (test/bus-conformance.test.ts checks it):
+ * - `subscribe` resolves once messages published afterwards on that channel will arrive;
+ * - a message is delivered only for channels that are subscribed (and always for `null`);
+ * - messages published from one instance arrive in publish order;
+ * - the payload arrives as the exact bytes that were published.
+ */
+export interface Bus {
+  readonly kind: 'redis' | 'memory'
+  start (onMessage: BusMessageHandler): Promise<void>
+  publish (channel: string | null, payload: string): Promise<void>
+  subscribe (channel: string): Promise<void>
+  unsubscribe (channel: string): Promise<void>
+  health (): BusHealth
+  close (): Promise<void>
+}
+
+export type BusMessageHandler = (channel: string | null, payload: Buffer) => void
+
+export interface BusHealth {
+  ready: boolean
+  reason?: string
+}

@@ -1,0 +1,86 @@
+import { BadJsonError, InvalidChannelError, InvalidDataError, UnknownTypeError } from './errors.js'
+import { isValidChannel } from './channel.js'
+
+// The wire codec: everything that turns a frame into text or text into a frame lives here,
+// so the protocol documented in README.md has exactly one implementation.
+
+export type ClientFrame =
+  | { type: 'subscribe', channel: string }
+  | { type: 'unsubscribe', channel: string }
+  | { type: 'ping' }
+
+export interface WireError {
+  code: string
+  message: string
+}
+
+/**
+ * Builds the client-facing text of a message once, on the publishing instance.
+ * Every subscribing instance forwards these exact bytes, so nothing is parsed or
+ * stringified again per client.
+ */
+export function encodeMessage (data: unknown, channel?: string): string {
+  let text: string | undefined
+  try {
+    text = JSON.stringify(data)
+  } catch (err) {
+    throw new InvalidDataError((err as Error).message)
+  }
+  if (text === undefined) {
+    throw new InvalidDataError(`${typeof data} is not serialisable`)
+  }
+  return channel === undefined
+    ? `{"type":"message","data":${text}}`
+    : `{"type":"message","channel":${JSON.stringify(channel)},"data":${text}}`
+}
+
+export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): ClientFrame | WireError {
+  if (isBinary) return toWireError(new BadJsonError())
+  let frame: unknown
+  try {
+    frame = JSON.parse(raw.toString())
+  } catch {
+    return toWireError(new BadJsonError())
+  }
+  if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) {
+    return toWireError(new BadJsonError())
+  }
+  const { type, channel } = frame as { type?: unknown, channel?: unknown }
+  switch (type) {
+    case 'ping':
+      return { type }
+    case 'subscribe':
+    case 'unsubscribe':
+      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)))
+      return { type, channel }
+    default:
+      return toWireError(new UnknownTypeError(describe(type)))
+  }
+}
+
+export function isWireError (value: ClientFrame | WireError): value is WireError {
+  return 'code' in value
+}
+
+export function toWireError (err: Error & { code?: string }): WireError {
+  return { code: err.code ?? 'FRB_INTERNAL', message: err.message }
+}
+
+export function errorFrame (error: WireError): string {
+  return JSON.stringify({ type: 'error', code: error.code, message: error.message })
+}
+
+export function subscribedFrame (channel: string): string {
+  return `{"type":"subscribed","channel":${JSON.stringify(channel)}}`
+}
+
+export function unsubscribedFrame (channel: string): string {
+  return `{"type":"unsubscribed","channel":${JSON.stringify(channel)}}`
+}
+
+export const PONG_FRAME = '{"type":"pong"}'
+
+function describe (value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value)
+  return text.length > 64 ? `${text.slice(0, 64)}…` : text
+}

@@ -1,0 +1,109 @@
+import fp from 'fastify-plugin'
+import websocket from '@fastify/websocket'
+import { Redis } from 'ioredis'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import { resolveOptions, type RedisBroadcastOptions, type ResolvedOptions } from './options.js'
+import { Hub, type Connection } from './hub.js'
+import { encodeMessage } from './frames.js'
+import { isValidChannel } from './channel.js'
+import { InvalidChannelError } from './errors.js'
+import type { Bus } from './bus/bus.js'
+import { MemoryBus } from './bus/memory.js'
+import { RedisBus } from './bus/redis.js'
+import websocketRoute from '../routes/websocket.js'
+import publishRoute from '../routes/publish.js'
+import healthRoute from '../routes/health.js'
+
+export interface BroadcastOptions {
+  /** Deliver only to this channel's subscribers; left out, to every connection on every instance. */
+  channel?: string
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Publishes `data` to every instance; resolves once the bus has accepted it. */
+    broadcast: (data: unknown, options?: BroadcastOptions) => Promise<void>
+    /** This instance's open WebSocket connections. */
+    broadcastConnections: ReadonlySet<Connection>
+  }
+}
+
+const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (fastify, rawOptions) => {
+  const options = resolveOptions(rawOptions)
+  const bus = createBus(fastify, options)
+  const hub = new Hub(bus, fastify.log)
+
+  async function broadcast (data: unknown, { channel }: BroadcastOptions = {}): Promise<void> {
+    if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
+    await bus.publish(channel ?? null, encodeMessage(data, channel))
+  }
+
+  fastify.decorate('broadcast', broadcast)
+  fastify.decorate('broadcastConnections', hub.connections)
+
+  fastify.addHook('onReady', async () => {
+    await bus.start((channel, payload) => hub.deliver(channel, payload))
+    fastify.log.info({ bus: bus.kind }, `fastify-redis-broadcast: using the ${bus.kind === 'redis' ? 'Redis' : 'in-process'} bus`)
+  })
+  fastify.addHook('preClose', async () => {
+    for (const connection of hub.connections) connection.socket.close(1001, 'server shutting down')
+  })
+  fastify.addHook('onClose', async () => {
+    await bus.close()
+  })
+
+  if (!fastify.hasDecorator('websocketServer')) {
+    await fastify.register(websocket, {
+      options: { maxPayload: options.maxPayload },
+      // Sockets are closed with 1001 by this plugin's own preClose hook.
+      preClose: function (done) { this.websocketServer.close(() => done()) },
+      errorHandler: (err, socket, request) => {
+        request.log.warn({ err }, 'websocket error')
+        socket.terminate()
+      }
+    })
+  }
+
+  if (options.websocketPath !== false) {
+    await fastify.register(websocketRoute, { path: options.websocketPath, hub })
+  }
+  if (options.publishPath !== false) {
+    await fastify.register(publishRoute, { path: options.publishPath, bodyLimit: options.publishBodyLimit })
+  }
+  if (options.healthPath !== false) {
+    await fastify.register(healthRoute, { path: options.healthPath, bus })
+  }
+}
+
+function createBus (fastify: FastifyInstance, options: ResolvedOptions): Bus {
+  const common = { prefix: options.redisPrefix, readyTimeout: options.redisReadyTimeout, log: fastify.log }
+  const { redis } = options
+  if (redis instanceof Redis) return new RedisBus({ ...common, publisher: redis, ownsPublisher: false })
+  if (redis !== undefined) {
+    const settings = {
+      // Fail a publish at once while Redis is away instead of queueing it for later:
+      // the caller gets a 503 rather than a 202 for a message that may never be sent.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 1000),
+      connectionName: 'fastify-redis-broadcast:publisher'
+    }
+    const publisher = typeof redis === 'string' ? new Redis(redis, settings) : new Redis({ ...redis, ...settings })
+    return new RedisBus({ ...common, publisher, ownsPublisher: true })
+  }
+  if (fastify.hasDecorator('redis')) {
+    return new RedisBus({ ...common, publisher: (fastify as unknown as { redis: Redis }).redis, ownsPublisher: false })
+  }
+  return new MemoryBus()
+}
+
+export const redisBroadcast = fp(redisBroadcastPlugin, {
+  name: 'fastify-redis-broadcast',
+  fastify: '5.x'
+})
+
+export default redisBroadcast
+export type { RedisBroadcastOptions } from './options.js'
+export type { Connection } from './hub.js'
+export type { Bus, BusHealth, BusMessageHandler } from './bus/bus.js'
+export * as errors from './errors.js'

@@ -1,0 +1,34 @@
+import { Type, type Static } from '@sinclair/typebox'
+import type { FastifyPluginAsync } from 'fastify'
+import { ChannelName } from '../plugin/channel.js'
+
+export const PublishBody = Type.Object({
+  channel: Type.Optional(ChannelName),
+  data: Type.Unknown({ description: 'Any JSON value, delivered to subscribers as is' })
+}, { required: ['data'] })
+
+export const PublishAccepted = Type.Object({
+  status: Type.Literal('accepted')
+})
+
+interface PublishRouteOptions {
+  path: string
+  bodyLimit: number
+}
+
+/** POST <path>: hands a message to the bus for every instance to deliver. */
+const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (fastify, { path, bodyLimit }) => {
+  fastify.post<{ Body: Static<typeof PublishBody> }>(path, {
+    bodyLimit,
+    schema: {
+      body: PublishBody,
+      response: { 202: PublishAccepted }
+    }
+  }, async (request, reply) => {
+    const { channel, data } = request.body
+    await fastify.broadcast(data, { channel })
+    return reply.code(202).send({ status: 'accepted' })
+  })
+}
+
+export default publishRoute
