@@ -8,6 +8,11 @@ export const InvalidOptionError = createError<[string, string]>(
   'fastify-redis-broadcast: option "%s" %s'
 )
 
+export const AlreadyRegisteredError = createError(
+  'FRB_ALREADY_REGISTERED',
+  'fastify-redis-broadcast is already registered on this instance'
+)
+
 export const InvalidChannelError = createError<[string]>(
   'FRB_INVALID_CHANNEL',
   'Invalid channel name %s: use 1-128 characters of A-Z a-z 0-9 _ - . :',

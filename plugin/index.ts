@@ -6,7 +6,7 @@ import { resolveOptions, type RedisBroadcastOptions, type ResolvedOptions } from
 import { Hub, type Connection } from './hub.js'
 import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
-import { InvalidChannelError } from './errors.js'
+import { AlreadyRegisteredError, InvalidChannelError } from './errors.js'
 import type { Bus } from './bus/bus.js'
 import { MemoryBus } from './bus/memory.js'
 import { RedisBus } from './bus/redis.js'
@@ -29,6 +29,7 @@ declare module 'fastify' {
 }
 
 const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (fastify, rawOptions) => {
+  if (fastify.hasDecorator('broadcast')) throw new AlreadyRegisteredError()
   const options = resolveOptions(rawOptions)
   const bus = createBus(fastify, options)
   const hub = new Hub(bus, fastify.log)

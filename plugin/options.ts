@@ -31,14 +31,16 @@ export type RedisBroadcastOptions = Partial<Static<typeof RedisBroadcastOptionsS
 
 export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions {
   // Fastify hands its own register options (route prefix, log settings) to the plugin too.
-  const { redis, prefix, logLevel, logSerializers, ...rest } = options as RedisBroadcastOptions & Record<string, unknown>
+  const rest: Record<string, unknown> = { ...options }
+  for (const key of ['redis', 'prefix', 'logLevel', 'logSerializers']) delete rest[key]
+  const { redis } = options
   if (redis !== undefined && typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) {
     throw new InvalidOptionError('redis', 'must be a redis:// URL, ioredis options or an ioredis client')
   }
-  const resolved = Value.Default(RedisBroadcastOptionsSchema, structuredClone(rest))
+  const resolved = Value.Default(RedisBroadcastOptionsSchema, rest)
   const firstError = Value.Errors(RedisBroadcastOptionsSchema, resolved).First()
   if (firstError !== undefined) {
-    const name = firstError.path.replace(/^\//, '') || 'options'
+    const name = firstError.path.slice(1)
     throw new InvalidOptionError(name, `is invalid: ${firstError.message} (got ${JSON.stringify(firstError.value)})`)
   }
   return { ...(resolved as Static<typeof RedisBroadcastOptionsSchema>), redis }

@@ -1,5 +1,6 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsync } from 'fastify'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelName } from '../plugin/channel.js'
 
 export const PublishBody = Type.Object({
@@ -17,8 +18,10 @@ interface PublishRouteOptions {
 }
 
 /** POST <path>: hands a message to the bus for every instance to deliver. */
-const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (fastify, { path, bodyLimit }) => {
-  fastify.post<{ Body: Static<typeof PublishBody> }>(path, {
+const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, { path, bodyLimit }) => {
+  // TypeBox checks the body as it is: Ajv's default type coercion would turn `"channel": 42` into "42".
+  const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
+  fastify.post(path, {
     bodyLimit,
     schema: {
       body: PublishBody,

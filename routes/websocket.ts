@@ -1,5 +1,6 @@
-import { Type, type Static } from '@sinclair/typebox'
+import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsync } from 'fastify'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { WebSocket } from 'ws'
 import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
 import { Connection, type Hub } from '../plugin/hub.js'
@@ -22,8 +23,9 @@ interface WebsocketRouteOptions {
 }
 
 /** GET <path>: upgrades to a WebSocket and speaks the frame protocol of README.md. */
-const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (fastify, { path, hub }) => {
-  fastify.get<{ Querystring: Static<typeof WebsocketQuery> }>(path, {
+const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instance, { path, hub }) => {
+  const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
+  fastify.get(path, {
     websocket: true,
     schema: { querystring: WebsocketQuery }
   }, (socket: WebSocket, request) => {

@@ -19,6 +19,7 @@ export class MemoryBus implements Bus {
   }
 
   async subscribe (channel: string): Promise<void> {
+    if (this.onMessage === undefined) throw new BusUnavailableError('the in-process bus is not running')
     this.channels.add(channel)
   }
 

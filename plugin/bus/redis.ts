@@ -87,11 +87,18 @@ export class RedisBus implements Bus {
   }
 
   async subscribe (channel: string): Promise<void> {
-    await this.requireSubscriber().subscribe(this.redisName(channel))
+    const subscriber = this.requireSubscriber()
+    try {
+      await subscriber.subscribe(this.redisName(channel))
+    } catch (err) {
+      throw new BusUnavailableError((err as Error).message)
+    }
   }
 
   async unsubscribe (channel: string): Promise<void> {
-    await this.requireSubscriber().unsubscribe(this.redisName(channel))
+    // Sockets still closing after the bus has shut down have nothing left to unsubscribe from.
+    if (this.subscriber === undefined) return
+    await this.subscriber.unsubscribe(this.redisName(channel))
   }
 
   health (): BusHealth {
@@ -133,13 +140,7 @@ async function waitForReady (client: Redis): Promise<void> {
 }
 
 async function quit (client: Redis): Promise<void> {
-  if (client.status === 'ready') {
-    try {
-      await client.quit()
-      return
-    } catch {
-      // The connection broke during QUIT: fall through and drop it.
-    }
-  }
+  // QUIT lets Redis finish what is in flight; a connection that breaks meanwhile is dropped below.
+  if (client.status === 'ready') await Promise.allSettled([client.quit()])
   client.disconnect()
 }

@@ -1,0 +1,100 @@
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import Fastify from 'fastify'
+import type { Bus } from '../plugin/bus/bus.js'
+import { MemoryBus } from '../plugin/bus/memory.js'
+import { RedisBus } from '../plugin/bus/redis.js'
+import { startRedis } from './helpers/redis-server.js'
+
+// The one contract both buses keep (plugin/bus/bus.ts); the plugin relies on nothing else.
+
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+const log = Fastify({ logger: false }).log
+
+interface Received { channel: string | null, payload: string }
+
+const factories: Record<string, () => Bus> = {
+  memory: () => new MemoryBus(),
+  redis: () => new RedisBus({ publisher: redis.client(), ownsPublisher: true, prefix: 'conf:', readyTimeout: 5000, log })
+}
+
+for (const [kind, create] of Object.entries(factories)) {
+  t.test(`${kind} bus`, async (t) => {
+    const bus = create()
+    const received: Received[] = []
+    await bus.start((channel, payload) => received.push({ channel, payload: payload.toString() }))
+    t.teardown(() => bus.close())
+
+    async function settle (count: number): Promise<void> {
+      const deadline = Date.now() + 3000
+      while (received.length < count && Date.now() < deadline) await sleep(5)
+      await sleep(kind === 'redis' ? 50 : 0)
+    }
+
+    t.equal(bus.kind, kind)
+    t.same(bus.health(), { ready: true }, 'is ready once started')
+    t.same(await bus.publish('news', 'before any subscriber'), undefined, 'publishing to nobody is fine')
+
+    t.test('delivers a subscribed channel, byte for byte', async (t) => {
+      received.length = 0
+      await bus.subscribe('news')
+      await bus.publish('news', '{"text":"héllo"}')
+      await settle(1)
+      t.same(received, [{ channel: 'news', payload: '{"text":"héllo"}' }])
+    })
+
+    t.test('ignores channels that are not subscribed', async (t) => {
+      received.length = 0
+      await bus.publish('elsewhere', 'x')
+      await bus.publish('news', 'y')
+      await settle(1)
+      t.same(received, [{ channel: 'news', payload: 'y' }])
+    })
+
+    t.test('always delivers the broadcast-to-all channel', async (t) => {
+      received.length = 0
+      await bus.publish(null, 'all')
+      await settle(1)
+      t.same(received, [{ channel: null, payload: 'all' }])
+    })
+
+    t.test('stops delivering after unsubscribe', async (t) => {
+      received.length = 0
+      await bus.unsubscribe('news')
+      await bus.publish('news', 'gone')
+      await bus.publish(null, 'marker')
+      await settle(1)
+      t.same(received, [{ channel: null, payload: 'marker' }])
+    })
+
+    t.test('keeps publish order', async (t) => {
+      received.length = 0
+      await bus.subscribe('seq')
+      await Promise.all(Array.from({ length: 500 }, (_, i) => bus.publish('seq', String(i))))
+      await settle(500)
+      t.same(received.map((r) => Number(r.payload)), Array.from({ length: 500 }, (_, i) => i))
+    })
+
+    t.test('refuses to publish once closed', async (t) => {
+      await bus.close()
+      t.equal(bus.health().ready, false)
+      t.match(bus.health().reason, /clos/)
+      await t.rejects(bus.publish('news', 'late'), { code: 'FRB_BUS_UNAVAILABLE', statusCode: 503 })
+      await t.rejects(bus.subscribe('late'), { code: 'FRB_BUS_UNAVAILABLE' })
+      await bus.unsubscribe('news')
+      t.pass('unsubscribing from a closed bus is a quiet no-op: sockets may still be closing')
+      await bus.close()
+    })
+  })
+}
+
+t.test('a Redis bus that has not started says why it is not ready', async (t) => {
+  const publisher = redis.client()
+  const bus = new RedisBus({ publisher, ownsPublisher: false, prefix: 'conf:', readyTimeout: 5000, log })
+  t.match(bus.health(), { ready: false, reason: /Redis (publisher connection is connecting|subscriber connection is not started)/ })
+  await publisher.ping()
+  t.same(bus.health(), { ready: false, reason: 'Redis subscriber connection is not started' })
+  await bus.close()
+  t.equal(publisher.status, 'ready', 'a publisher it does not own stays open')
+})

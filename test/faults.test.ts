@@ -1,0 +1,52 @@
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { build } from './helpers/app.js'
+import { startRedis } from './helpers/redis-server.js'
+
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+
+t.test('a subscription Redis refuses gets an error frame, and the connection keeps working', async (t) => {
+  // A Redis user that may only use some channels, as a locked-down deployment would have.
+  await redis.client().call('ACL', 'SETUSER', 'hub', 'on', '>secret', '~*', '+@all', 'resetchannels', '&frb:all', '&frb:c:public*')
+  const { connect, publish } = await build(t, { redis: `redis://hub:secret@127.0.0.1:${redis.port}` })
+  const client = await connect()
+  const from = client.frames.length
+  client.send({ type: 'subscribe', channel: 'private' })
+  const refusal = await client.waitFor((f) => f.type === 'error', { from })
+  t.match(refusal, { code: 'FRB_BUS_UNAVAILABLE', message: /NOPERM|permission/i })
+  await client.subscribe('public:news')
+  await publish({ channel: 'public:news', data: 'ok' })
+  t.same(await client.messages(1), [{ type: 'message', channel: 'public:news', data: 'ok' }])
+})
+
+t.test('a socket whose write fails is dropped alone; the others still receive', async (t) => {
+  const { app, connect, publish } = await build(t, {})
+  const clients = await Promise.all([connect('?channels=c'), connect('?channels=c'), connect('?channels=c')])
+  await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+  const [broken] = [...app.broadcastConnections]
+  broken.socket.send = () => { throw new Error('write failed') }
+  await publish({ channel: 'c', data: 1 })
+  await publish({ channel: 'c', data: 2 })
+  const outcomes = await Promise.all(clients.map(async (client) => await Promise.race([
+    client.messages(2).then((messages) => messages.map((m) => m.data)),
+    client.closed.then(({ code }) => code)
+  ])))
+  t.same(outcomes.filter((o) => Array.isArray(o)), [[1, 2], [1, 2]], 'the two healthy clients received both messages in order')
+  t.same(outcomes.filter((o) => !Array.isArray(o)), [1006], 'the failing one was terminated')
+  t.equal(app.broadcastConnections.size, 2, 'the failing connection was evicted')
+  t.notOk(app.broadcastConnections.has(broken))
+})
+
+t.test('a frame over the size limit closes that socket with 1009; the others keep going', async (t) => {
+  const { connect, publish } = await build(t, { maxPayload: 1024 })
+  const bystander = await connect('?channels=c')
+  const offender = await connect('?channels=c')
+  await bystander.waitFor((f) => f.type === 'subscribed')
+  await offender.waitFor((f) => f.type === 'subscribed')
+  offender.send(JSON.stringify({ type: 'ping', pad: 'x'.repeat(2000) }))
+  t.equal((await offender.closed).code, 1009)
+  await sleep(20)
+  await publish({ channel: 'c', data: 'still flowing' })
+  t.same(await bystander.messages(1), [{ type: 'message', channel: 'c', data: 'still flowing' }])
+})

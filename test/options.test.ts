@@ -1,0 +1,74 @@
+import t from 'tap'
+import Fastify from 'fastify'
+import redisBroadcast, { redisBroadcast as named } from '../plugin/index.js'
+import { build } from './helpers/app.js'
+import { TestClient, refusedUpgrade } from './helpers/client.js'
+
+t.test('the plugin is the default export and the named export', async (t) => {
+  t.equal(named, redisBroadcast)
+})
+
+t.test('a bad option fails registration with a sentence naming it', async (t) => {
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ publishPath: 'publish' }, /option "publishPath"/],
+    [{ websocketPath: true }, /option "websocketPath"/],
+    [{ publishBodyLimit: -1 }, /option "publishBodyLimit"/],
+    [{ redisPrefix: 7 }, /option "redisPrefix"/],
+    [{ redis: 42 }, /option "redis" must be a redis:\/\/ URL/],
+    [{ redis: null }, /option "redis"/],
+    [{ channelz: 'typo' }, /option "channelz"/]
+  ]
+  for (const [options, message] of cases) {
+    const app = Fastify({ logger: false })
+    await t.rejects(async () => await app.register(redisBroadcast, options as never).ready(), { code: 'FRB_INVALID_OPTION', message }, JSON.stringify(options))
+    await app.close()
+  }
+})
+
+t.test('registering the plugin twice is refused', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast)
+  await t.rejects(async () => await app.register(redisBroadcast).ready(), { code: 'FRB_ALREADY_REGISTERED' })
+  await app.close()
+})
+
+t.test('Fastify\'s own register options are not taken for plugin options', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast, { prefix: '/api', logLevel: 'warn' } as never)
+  await app.ready()
+  t.ok(app.hasRoute({ method: 'POST', url: '/publish' }))
+  await app.close()
+})
+
+t.test('each route path is configurable and each route can be left out', async (t) => {
+  const { app, url } = await build(t, { websocketPath: '/live', publishPath: '/api/send', healthPath: false })
+  t.ok(app.hasRoute({ method: 'POST', url: '/api/send' }))
+  t.notOk(app.hasRoute({ method: 'POST', url: '/publish' }))
+  t.notOk(app.hasRoute({ method: 'GET', url: '/health' }))
+  const client = await TestClient.connect(`${url.replace('http', 'ws')}/live?channels=x`)
+  t.teardown(() => client.close())
+  await client.waitFor((f) => f.type === 'subscribed')
+  const response = await fetch(`${url}/api/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"channel":"x","data":1}' })
+  t.equal(response.status, 202)
+  t.same(await client.messages(1), [{ type: 'message', channel: 'x', data: 1 }])
+  t.equal((await refusedUpgrade(`${url.replace('http', 'ws')}/ws`)).status, 404)
+
+  const { app: bare } = await build(t, { websocketPath: false, publishPath: false })
+  t.notOk(bare.hasRoute({ method: 'GET', url: '/ws' }))
+  t.notOk(bare.hasRoute({ method: 'POST', url: '/publish' }))
+  t.type(bare.broadcast, 'function', 'broadcast() stays available without routes')
+})
+
+t.test('an app that registered @fastify/websocket itself keeps its own setup', async (t) => {
+  const websocket = (await import('@fastify/websocket')).default
+  const app = Fastify({ logger: false })
+  await app.register(websocket)
+  await app.register(redisBroadcast)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const client = await TestClient.connect(`ws://127.0.0.1:${port}/ws`)
+  client.send({ type: 'ping' })
+  await client.waitFor((f) => f.type === 'pong')
+  await client.close()
+  await app.close()
+})

@@ -1,0 +1,83 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import Fastify from 'fastify'
+import redisBroadcast from '../plugin/index.js'
+import { TestClient } from './helpers/client.js'
+import { busOptions, BUS_KINDS } from './helpers/app.js'
+import { startRedis } from './helpers/redis-server.js'
+
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+const admin = redis.client()
+
+async function pluginConnections (): Promise<string[]> {
+  const list = await admin.client('LIST') as string
+  return list.split('\n').filter((line) => line.includes('name=fastify-redis-broadcast'))
+}
+
+for (const kind of BUS_KINDS) {
+  t.test(`on the ${kind} bus, app.close() closes every socket with 1001`, async (t) => {
+    const app = Fastify({ logger: false })
+    await app.register(redisBroadcast, busOptions(kind, redis.url))
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address() as { port: number }
+    const clients = await Promise.all(Array.from({ length: 5 }, async () => await TestClient.connect(`ws://127.0.0.1:${port}/ws?channels=news`)))
+    await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+    if (kind === 'redis') t.equal((await pluginConnections()).length, 2, 'a publisher and a subscriber connection while running')
+    await app.close()
+    for (const client of clients) t.same(await client.closed, { code: 1001, reason: 'server shutting down' })
+    t.equal(app.broadcastConnections.size, 0, 'the connection set is empty')
+    if (kind === 'redis') t.same(await pluginConnections(), [], 'both Redis connections the plugin made are closed')
+  })
+
+  t.test(`on the ${kind} bus, a closed app leaves no open handle behind`, async (t) => {
+    const script = fileURLToPath(new URL('./fixtures/close-exits.mjs', import.meta.url))
+    const env: Record<string, string | undefined> = { ...process.env, REDIS_URL: kind === 'redis' ? redis.url : '' }
+    delete env.NODE_V8_COVERAGE
+    const child = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'inherit'] })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+    const [code, signal] = await once(child, 'exit') as [number | null, string | null]
+    clearTimeout(timer)
+    t.equal(signal, null, 'the process exited by itself, without being killed')
+    t.equal(code, 0)
+    t.equal(output.trim(), 'closed 1001')
+  })
+}
+
+t.test('a Redis client passed in by the user is used and never closed', async (t) => {
+  const client = redis.client()
+  await client.ping()
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast, { redis: client })
+  await app.ready()
+  await app.broadcast('hello')
+  await app.close()
+  t.equal(client.status, 'ready', 'the user\'s client is still connected')
+  t.equal(await client.ping(), 'PONG')
+})
+
+t.test('an @fastify/redis client already on the instance is picked up', async (t) => {
+  const client = redis.client()
+  const app = Fastify({ logger: false })
+  app.decorate('redis', client)
+  await app.register(redisBroadcast)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  const health = await (await fetch(`http://127.0.0.1:${port}/health`)).json()
+  t.same(health, { status: 'ok', bus: 'redis' })
+  await app.close()
+  t.equal(client.status, 'ready', 'and it is left open for its owner to close')
+})
+
+t.test('ioredis options are accepted in place of a URL', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast, { redis: { host: '127.0.0.1', port: redis.port } })
+  await app.ready()
+  t.equal((await app.inject({ url: '/health' })).json().bus, 'redis')
+  await app.close()
+  t.same(await pluginConnections(), [], 'and the clients it made from them are closed')
+})
