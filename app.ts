@@ -1,14 +1,58 @@
 import type { FastifyPluginAsync } from 'fastify'
-import redisBroadcast from './plugin/index.js'
+import redisBroadcast, { type RedisBroadcastOptions } from './plugin/index.js'
 
 /**
- * The service as `fastify start dist/app.js` runs it. Settings come from the environment:
- * REDIS_URL selects the Redis bus (left unset, the in-process bus serves a single instance);
- * PORT, FASTIFY_ADDRESS and FASTIFY_LOG_LEVEL are fastify-cli's own.
+ * The service as `fastify start dist/app.js` runs it, configured from the environment
+ * (README.md lists every variable). PORT, FASTIFY_ADDRESS and the log level are fastify-cli's own.
  */
 const app: FastifyPluginAsync = async (fastify, _options) => {
-  const redis = process.env.REDIS_URL
-  await fastify.register(redisBroadcast, redis === undefined || redis === '' ? {} : { redis })
+  await fastify.register(redisBroadcast, optionsFromEnv(process.env))
+}
+
+export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
+  const options: RedisBroadcastOptions = {}
+  const text = (name: string): string | undefined => env[name] === undefined || env[name] === '' ? undefined : env[name]
+  const list = (name: string): string[] | undefined => text(name)?.split(',').map((item) => item.trim()).filter((item) => item !== '')
+  const integer = (name: string): number | undefined => {
+    const value = text(name)
+    if (value === undefined) return undefined
+    if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number, got ${JSON.stringify(value)}`)
+    return Number(value)
+  }
+
+  options.redis = text('REDIS_URL')
+  options.publishKeys = list('PUBLISH_KEY')
+  options.insecurePublish = text('INSECURE_PUBLISH') === 'true' ? true : undefined
+  const secret = text('JWT_SECRET')
+  const publicKey = text('JWT_PUBLIC_KEY')?.replaceAll('\\n', '\n')
+  if (secret !== undefined || publicKey !== undefined) {
+    options.jwt = { secret, publicKey, audience: text('JWT_AUDIENCE') }
+  }
+  options.allowedOrigins = list('ALLOWED_ORIGINS')
+  options.requireOrigin = text('REQUIRE_ORIGIN') === 'true' ? true : undefined
+  options.maxPayload = integer('MAX_PAYLOAD')
+  options.maxChannelsPerConnection = integer('MAX_CHANNELS_PER_CONNECTION')
+  options.maxConnections = integer('MAX_CONNECTIONS')
+  options.maxConnectionsPerIp = integer('MAX_CONNECTIONS_PER_IP')
+  options.clientFrameRate = integer('CLIENT_FRAME_RATE')
+  options.clientFrameBurst = integer('CLIENT_FRAME_BURST')
+  const upgrades = integer('UPGRADE_RATE_LIMIT')
+  const publishes = integer('PUBLISH_RATE_LIMIT')
+  options.rateLimit = {
+    upgrade: upgrades === undefined ? undefined : { max: upgrades, timeWindow: 60_000 },
+    publish: publishes === undefined ? undefined : { max: publishes, timeWindow: 60_000 }
+  }
+  // Unset variables leave the plugin's defaults in place.
+  for (const key of Object.keys(options) as Array<keyof RedisBroadcastOptions>) {
+    if (options[key] === undefined) delete options[key]
+  }
+  if (options.jwt !== undefined) {
+    for (const key of ['secret', 'publicKey', 'audience'] as const) if (options.jwt[key] === undefined) delete options.jwt[key]
+  }
+  if (options.rateLimit !== undefined) {
+    for (const key of ['upgrade', 'publish'] as const) if (options.rateLimit[key] === undefined) delete options.rateLimit[key]
+  }
+  return options
 }
 
 export default app

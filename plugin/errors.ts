@@ -33,7 +33,7 @@ export const BadJsonError = createError(
 
 export const UnknownTypeError = createError<[string]>(
   'FRB_UNKNOWN_TYPE',
-  'Unknown frame type %s: expected subscribe, unsubscribe or ping',
+  'Unknown frame type %s: expected subscribe, unsubscribe, ping or refresh',
   400
 )
 
@@ -47,4 +47,59 @@ export const ShuttingDownError = createError(
   'FRB_SHUTTING_DOWN',
   'The service is shutting down',
   503
+)
+
+export const UnauthorizedError = createError<[string]>(
+  'FRB_UNAUTHORIZED',
+  'Authentication failed: %s',
+  401
+)
+
+export const PublishKeyRequiredError = createError(
+  'FRB_PUBLISH_KEY_REQUIRED',
+  'Publishing from a non-loopback address needs a publish key: set the publishKeys option ' +
+    '(PUBLISH_KEY for the service) and send Authorization: Bearer <key>, or set insecurePublish: true to accept anyone',
+  401
+)
+
+export const ForbiddenError = createError<[string]>(
+  'FRB_FORBIDDEN',
+  'Access denied: %s',
+  403
+)
+
+export const OriginForbiddenError = createError<[string]>(
+  'FRB_ORIGIN_FORBIDDEN',
+  'Origin %s may not open a WebSocket here: add it to allowedOrigins (ALLOWED_ORIGINS for the service)',
+  403
+)
+
+export const ChannelForbiddenError = createError<[string]>(
+  'FRB_CHANNEL_FORBIDDEN',
+  'Subscribing to channel %s is not allowed for this connection',
+  403
+)
+
+export const ChannelLimitError = createError<[number]>(
+  'FRB_CHANNEL_LIMIT',
+  'A connection may subscribe to at most %d channels',
+  429
+)
+
+export const ServerFullError = createError(
+  'FRB_SERVER_FULL',
+  'This instance has reached its connection limit; try again later or another instance',
+  503
+)
+
+export const TooManyConnectionsError = createError(
+  'FRB_TOO_MANY_CONNECTIONS',
+  'Too many connections from this address',
+  429
+)
+
+export const RefreshUnavailableError = createError(
+  'FRB_REFRESH_UNAVAILABLE',
+  'Token refresh needs the jwt option',
+  400
 )

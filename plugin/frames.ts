@@ -8,6 +8,7 @@ export type ClientFrame =
   | { type: 'subscribe', channel: string }
   | { type: 'unsubscribe', channel: string }
   | { type: 'ping' }
+  | { type: 'refresh', token: string }
 
 export interface WireError {
   code: string
@@ -49,6 +50,11 @@ export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary
   switch (type) {
     case 'ping':
       return { type }
+    case 'refresh': {
+      const { token } = frame as { token?: unknown }
+      if (typeof token !== 'string' || token === '') return toWireError(new BadJsonError())
+      return { type, token }
+    }
     case 'subscribe':
     case 'unsubscribe':
       if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)))
@@ -79,6 +85,7 @@ export function unsubscribedFrame (channel: string): string {
 }
 
 export const PONG_FRAME = '{"type":"pong"}'
+export const REFRESHED_FRAME = '{"type":"refreshed"}'
 
 function describe (value: unknown): string {
   const text = JSON.stringify(value) ?? String(value)

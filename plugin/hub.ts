@@ -5,12 +5,16 @@ import type { Bus } from './bus/bus.js'
 
 const OPEN = 1
 
-/** One client socket and the channels it listens on. */
+/** One client socket, who it belongs to, and the channels it listens on. */
 export class Connection {
   readonly id = randomUUID()
   readonly channels = new Set<string>()
   /** Frames from one client are handled one after another, so replies keep their order. */
   queue: Promise<void> = Promise.resolve()
+  /** From connect-time auth; undefined when no auth is configured. */
+  identity: unknown
+  /** Channels or `prefix*` patterns this connection may subscribe to, when auth is configured. */
+  grants: readonly string[] | undefined
 
   constructor (readonly socket: WebSocket) {}
 

@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
+import fastifyJwt, { type JWT } from '@fastify/jwt'
 import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { resolveOptions, type RedisBroadcastOptions, type ResolvedOptions } from './options.js'
@@ -8,6 +9,8 @@ import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
 import { AlreadyRegisteredError, InvalidChannelError } from './errors.js'
 import type { Bus } from './bus/bus.js'
+import { BEARER_PROTOCOL, createAuthenticator } from './security/connect-auth.js'
+import { createPublishGuard } from './security/publish-auth.js'
 import { MemoryBus } from './bus/memory.js'
 import { RedisBus } from './bus/redis.js'
 import websocketRoute from '../routes/websocket.js'
@@ -27,6 +30,8 @@ declare module 'fastify' {
     broadcastConnections: ReadonlySet<Connection>
   }
 }
+
+const JWT_NAMESPACE = 'broadcast'
 
 const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (fastify, rawOptions) => {
   if (fastify.hasDecorator('broadcast')) throw new AlreadyRegisteredError()
@@ -53,9 +58,26 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     await bus.close()
   })
 
+  let jwt: JWT | undefined
+  if (options.jwt !== undefined) {
+    const { secret, publicKey, audience, algorithms } = options.jwt
+    await fastify.register(fastifyJwt, {
+      namespace: JWT_NAMESPACE,
+      secret: secret ?? { public: publicKey as string },
+      verify: { allowedAud: audience, algorithms: algorithms as never }
+    })
+    jwt = (fastify.jwt as unknown as Record<string, JWT>)[JWT_NAMESPACE]
+  }
+
   if (!fastify.hasDecorator('websocketServer')) {
     await fastify.register(websocket, {
-      options: { maxPayload: options.maxPayload },
+      options: {
+        maxPayload: options.maxPayload,
+        // ws checks maxPayload against the inflated size, so compression cannot smuggle big frames.
+        perMessageDeflate: options.compression,
+        // Browsers send their token as `['bearer', token]` and require one protocol echoed back.
+        handleProtocols: (protocols) => protocols.has(BEARER_PROTOCOL) ? BEARER_PROTOCOL : false
+      },
       // Sockets are closed with 1001 by this plugin's own preClose hook.
       preClose: function (done) { this.websocketServer.close(() => done()) },
       errorHandler: (err, socket, request) => {
@@ -66,10 +88,29 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   }
 
   if (options.websocketPath !== false) {
-    await fastify.register(websocketRoute, { path: options.websocketPath, hub })
+    await fastify.register(websocketRoute, {
+      path: options.websocketPath,
+      hub,
+      authenticator: createAuthenticator(jwt, options.authorize),
+      canSubscribe: options.canSubscribe,
+      originPolicy: { allowedOrigins: options.allowedOrigins, requireOrigin: options.requireOrigin },
+      limits: {
+        maxChannels: options.maxChannelsPerConnection,
+        maxConnections: options.maxConnections,
+        maxConnectionsPerIp: options.maxConnectionsPerIp,
+        frameRate: options.clientFrameRate,
+        frameBurst: options.clientFrameBurst
+      },
+      rateLimit: options.rateLimit.upgrade
+    })
   }
   if (options.publishPath !== false) {
-    await fastify.register(publishRoute, { path: options.publishPath, bodyLimit: options.publishBodyLimit })
+    await fastify.register(publishRoute, {
+      path: options.publishPath,
+      bodyLimit: options.publishBodyLimit,
+      guard: createPublishGuard({ keys: options.publishKeys, insecurePublish: options.insecurePublish }),
+      rateLimit: options.rateLimit.publish
+    })
   }
   if (options.healthPath !== false) {
     await fastify.register(healthRoute, { path: options.healthPath, bus })
@@ -106,5 +147,7 @@ export const redisBroadcast = fp(redisBroadcastPlugin, {
 export default redisBroadcast
 export type { RedisBroadcastOptions } from './options.js'
 export type { Connection } from './hub.js'
+export type { ConnectionAuth, Authorize } from './security/connect-auth.js'
+export type { CanSubscribe } from './options.js'
 export type { Bus, BusHealth, BusMessageHandler } from './bus/bus.js'
 export * as errors from './errors.js'

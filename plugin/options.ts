@@ -2,46 +2,84 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import type { Redis, RedisOptions } from 'ioredis'
 import { InvalidOptionError } from './errors.js'
+import type { Authorize } from './security/connect-auth.js'
 
 const RoutePath = Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)])
+const RateLimit = Type.Object({
+  max: Type.Integer({ minimum: 1, description: 'Requests allowed per window and IP' }),
+  timeWindow: Type.Integer({ minimum: 1, description: 'Window length, in milliseconds' })
+}, { additionalProperties: false })
 
-/** Every option but `redis`, which may be a live client and so has no JSON schema. */
+/** Every option that is plain data; `redis` and the hooks are functions or clients, checked below. */
 export const RedisBroadcastOptionsSchema = Type.Object({
   redisPrefix: Type.String({ default: 'frb:', description: 'Prepended to every Redis channel name the plugin uses' }),
   websocketPath: Type.Union([RoutePath], { default: '/ws', description: 'Path of the WebSocket route, or false to leave it out' }),
   publishPath: Type.Union([RoutePath], { default: '/publish', description: 'Path of the publish route, or false to leave it out' }),
   healthPath: Type.Union([RoutePath], { default: '/health', description: 'Path of the health route, or false to leave it out' }),
   publishBodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted POST /publish body, in bytes' }),
-  maxPayload: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted client frame, in bytes (when the plugin registers @fastify/websocket)' }),
-  redisReadyTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long startup waits for Redis, in milliseconds' })
+  maxPayload: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted client frame, in bytes, after inflation' }),
+  redisReadyTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long startup waits for Redis, in milliseconds' }),
+  publishKeys: Type.Array(Type.String({ minLength: 16 }), { default: [], description: 'Bearer keys accepted by POST /publish' }),
+  insecurePublish: Type.Boolean({ default: false, description: 'Without publish keys, accept publishes from any address, not only loopback' }),
+  jwt: Type.Optional(Type.Object({
+    secret: Type.Optional(Type.String({ minLength: 16, description: 'HS256 shared secret' })),
+    publicKey: Type.Optional(Type.String({ description: 'PEM public key (RS256, ES256, …)' })),
+    audience: Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())], { description: 'Required aud claim' })),
+    algorithms: Type.Optional(Type.Array(Type.String(), { description: 'Accepted algorithms' }))
+  }, { additionalProperties: false })),
+  allowedOrigins: Type.Array(Type.String(), { default: [], description: 'Origins allowed to open a WebSocket; empty means the request\'s own host' }),
+  requireOrigin: Type.Boolean({ default: false, description: 'Refuse upgrades that send no Origin header' }),
+  compression: Type.Boolean({ default: false, description: 'Offer permessage-deflate to clients' }),
+  maxChannelsPerConnection: Type.Integer({ minimum: 1, default: 128, description: 'Channels one connection may subscribe to' }),
+  maxConnections: Type.Integer({ minimum: 0, default: 0, description: 'Open WebSockets per instance (0: no limit)' }),
+  maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 0, description: 'Open WebSockets per client address and instance (0: no limit)' }),
+  clientFrameRate: Type.Number({ exclusiveMinimum: 0, default: 200, description: 'Client frames per second per connection, sustained' }),
+  clientFrameBurst: Type.Integer({ minimum: 1, default: 200, description: 'Client frames a connection may send at once' }),
+  rateLimit: Type.Object({
+    upgrade: Type.Optional(RateLimit),
+    publish: Type.Optional(RateLimit)
+  }, { default: {}, additionalProperties: false, description: 'Per-IP rate limits through @fastify/rate-limit; off unless set' })
 }, { additionalProperties: false })
 
-export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & {
-  redis: string | RedisOptions | Redis | undefined
-}
+export type CanSubscribe = (identity: unknown, channel: string) => boolean | Promise<boolean>
 
-export type RedisBroadcastOptions = Partial<Static<typeof RedisBroadcastOptionsSchema>> & {
+interface HookOptions {
   /**
    * Where Redis is: a `redis://` URL, ioredis options, or an ioredis client (the plugin never
    * closes a client it did not create). Left out, the plugin uses an `@fastify/redis` client
    * already on the instance, or else the in-process bus.
    */
   redis?: string | RedisOptions | Redis
+  /** Runs before the upgrade; returns the connection's identity and grants, or refuses it. */
+  authorize?: Authorize
+  /** Replaces the grant check when subscribing: resolves true to allow `channel`. */
+  canSubscribe?: CanSubscribe
 }
 
+export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & HookOptions
+export type RedisBroadcastOptions = Partial<Static<typeof RedisBroadcastOptionsSchema>> & HookOptions
+
+const HOOKS = ['authorize', 'canSubscribe'] as const
+
 export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions {
+  const data: Record<string, unknown> = { ...options }
   // Fastify hands its own register options (route prefix, log settings) to the plugin too.
-  const rest: Record<string, unknown> = { ...options }
-  for (const key of ['redis', 'prefix', 'logLevel', 'logSerializers']) delete rest[key]
+  for (const key of ['redis', 'prefix', 'logLevel', 'logSerializers', ...HOOKS]) delete data[key]
   const { redis } = options
   if (redis !== undefined && typeof redis !== 'string' && (typeof redis !== 'object' || redis === null)) {
     throw new InvalidOptionError('redis', 'must be a redis:// URL, ioredis options or an ioredis client')
   }
-  const resolved = Value.Default(RedisBroadcastOptionsSchema, rest)
+  for (const hook of HOOKS) {
+    if (options[hook] !== undefined && typeof options[hook] !== 'function') throw new InvalidOptionError(hook, 'must be a function')
+  }
+  const resolved = Value.Default(RedisBroadcastOptionsSchema, data) as Static<typeof RedisBroadcastOptionsSchema>
   const firstError = Value.Errors(RedisBroadcastOptionsSchema, resolved).First()
   if (firstError !== undefined) {
-    const name = firstError.path.slice(1)
+    const name = firstError.path.slice(1).replaceAll('/', '.')
     throw new InvalidOptionError(name, `is invalid: ${firstError.message} (got ${JSON.stringify(firstError.value)})`)
   }
-  return { ...(resolved as Static<typeof RedisBroadcastOptionsSchema>), redis }
+  if (resolved.jwt !== undefined && (resolved.jwt.secret === undefined) === (resolved.jwt.publicKey === undefined)) {
+    throw new InvalidOptionError('jwt', 'needs exactly one of secret and publicKey')
+  }
+  return { ...resolved, redis, authorize: options.authorize, canSubscribe: options.canSubscribe }
 }

@@ -1,12 +1,23 @@
 import { Type } from '@sinclair/typebox'
-import type { FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { WebSocket } from 'ws'
 import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
 import { Connection, type Hub } from '../plugin/hub.js'
 import {
-  errorFrame, isWireError, parseClientFrame, PONG_FRAME, subscribedFrame, toWireError, unsubscribedFrame
+  errorFrame, isWireError, parseClientFrame, PONG_FRAME, REFRESHED_FRAME, subscribedFrame, toWireError, unsubscribedFrame
 } from '../plugin/frames.js'
+import {
+  ChannelForbiddenError, ChannelLimitError, ForbiddenError, OriginForbiddenError, RefreshUnavailableError,
+  ServerFullError, TooManyConnectionsError
+} from '../plugin/errors.js'
+import type { Authenticator, ConnectionAuth } from '../plugin/security/connect-auth.js'
+import { isGranted } from '../plugin/security/grants.js'
+import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js'
+import { TokenBucket } from '../plugin/security/token-bucket.js'
+import type { CanSubscribe } from '../plugin/options.js'
+import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
+import { redactingLogSerializers } from './log-serializers.js'
 
 const channelList = `[A-Za-z0-9_.:-]{1,${CHANNEL_MAX_LENGTH}}`
 
@@ -14,28 +25,107 @@ export const WebsocketQuery = Type.Object({
   channels: Type.Optional(Type.String({
     pattern: `^${channelList}(,${channelList})*$`,
     description: 'Channels to subscribe to at connect, comma-separated'
-  }))
+  })),
+  token: Type.Optional(Type.String({ description: 'A connect token, for browsers (never logged)' }))
 })
+
+/** Close codes of this route; README.md lists them all. */
+export const CLOSE_TOKEN_EXPIRED = 4401
+export const CLOSE_POLICY_VIOLATION = 1008
+
+// setTimeout keeps at most a 32-bit delay; a later expiry is re-armed when it fires.
+const MAX_TIMER_DELAY = 2 ** 31 - 1
+
+export interface ConnectionLimits {
+  maxChannels: number
+  maxConnections: number
+  maxConnectionsPerIp: number
+  frameRate: number
+  frameBurst: number
+}
 
 interface WebsocketRouteOptions {
   path: string
   hub: Hub
+  authenticator: Authenticator
+  canSubscribe: CanSubscribe | undefined
+  originPolicy: OriginPolicy
+  limits: ConnectionLimits
+  rateLimit: RateLimitSetting | undefined
 }
 
-/** GET <path>: upgrades to a WebSocket and speaks the frame protocol of README.md. */
-const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instance, { path, hub }) => {
+/** GET <path>: checks a client before the upgrade, then speaks the frame protocol of README.md. */
+const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instance, options) => {
+  const { path, hub, authenticator, canSubscribe, originPolicy, limits } = options
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
+  const config = await enableRateLimit(instance, options.rateLimit)
+  const authOf = new WeakMap<FastifyRequest, ConnectionAuth | undefined>()
+
+  // Counted per TCP socket, from the first hook until the socket closes, so upgrades still
+  // in their handshake count too and a refused or aborted one can never leak a slot.
+  const capped = limits.maxConnections > 0 || limits.maxConnectionsPerIp > 0
+  let openSockets = 0
+  const socketsPerIp = new Map<string, number>()
+
+  function checkCapacity (request: FastifyRequest): void {
+    const { ip } = request
+    if (limits.maxConnections > 0 && openSockets >= limits.maxConnections) throw new ServerFullError()
+    const fromIp = socketsPerIp.get(ip) ?? 0
+    if (limits.maxConnectionsPerIp > 0 && fromIp >= limits.maxConnectionsPerIp) throw new TooManyConnectionsError()
+    openSockets++
+    socketsPerIp.set(ip, fromIp + 1)
+    request.raw.socket.once('close', () => {
+      openSockets--
+      const left = (socketsPerIp.get(ip) as number) - 1
+      if (left === 0) socketsPerIp.delete(ip)
+      else socketsPerIp.set(ip, left)
+    })
+  }
+
+  async function mayJoin (connection: Connection, channel: string): Promise<boolean> {
+    if (!authenticator.enabled) return true
+    if (canSubscribe !== undefined) return await canSubscribe(connection.identity, channel)
+    return isGranted(connection.grants ?? [], channel)
+  }
+
   fastify.get(path, {
     websocket: true,
-    schema: { querystring: WebsocketQuery }
+    config,
+    schema: { querystring: WebsocketQuery },
+    // A browser's token may ride in the query string: keep it out of the logs.
+    logSerializers: redactingLogSerializers,
+    onRequest: async (request) => {
+      if (!isOriginAllowed(request.headers.origin, request.headers.host, originPolicy)) {
+        throw new OriginForbiddenError(JSON.stringify(request.headers.origin ?? '(none)'))
+      }
+      if (capped && request.ws) checkCapacity(request)
+    },
+    preValidation: async (request) => {
+      authOf.set(request, await authenticator.authenticate(request))
+    }
   }, (socket: WebSocket, request) => {
     // Track the socket and attach its listeners before anything awaits: a frame that
     // arrived before a late listener would be lost.
     const connection = new Connection(socket)
+    const auth = authOf.get(request)
+    connection.identity = auth?.identity
+    connection.grants = auth?.channels
     hub.add(connection)
-    socket.on('close', () => hub.remove(connection))
+    const frames = new TokenBucket(limits.frameRate, limits.frameBurst)
+    let expiry: NodeJS.Timeout | undefined
+    armExpiry(auth?.expiresAt)
+
+    socket.on('close', () => {
+      clearTimeout(expiry)
+      hub.remove(connection)
+    })
     socket.on('error', () => hub.remove(connection))
     socket.on('message', (raw, isBinary) => {
+      if (!frames.take()) {
+        hub.remove(connection)
+        socket.close(CLOSE_POLICY_VIOLATION, 'too many frames')
+        return
+      }
       const frame = parseClientFrame(raw, isBinary)
       connection.queue = connection.queue.then(async () => {
         if (isWireError(frame)) {
@@ -44,19 +134,59 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
           connection.send(PONG_FRAME)
         } else if (frame.type === 'subscribe') {
           await subscribe(frame.channel)
-        } else {
+        } else if (frame.type === 'unsubscribe') {
           hub.leave(connection, frame.channel)
           connection.send(unsubscribedFrame(frame.channel))
+        } else {
+          await refresh(frame.token)
         }
       })
     })
 
+    function armExpiry (expiresAt: number | undefined): void {
+      clearTimeout(expiry)
+      if (expiresAt === undefined) return
+      const delay = expiresAt - Date.now()
+      expiry = setTimeout(() => {
+        /* c8 ignore next -- only an expiry beyond setTimeout's 24.8-day limit wakes early */
+        if (Date.now() < expiresAt) return armExpiry(expiresAt)
+        hub.remove(connection)
+        socket.close(CLOSE_TOKEN_EXPIRED, 'token expired')
+      }, Math.min(Math.max(delay, 0), MAX_TIMER_DELAY))
+    }
+
     async function subscribe (channel: string): Promise<void> {
       try {
+        if (!connection.channels.has(channel) && connection.channels.size >= limits.maxChannels) {
+          throw new ChannelLimitError(limits.maxChannels)
+        }
+        if (!await mayJoin(connection, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
         await hub.join(connection, channel)
         connection.send(subscribedFrame(channel))
       } catch (err) {
-        request.log.warn({ err, channel }, 'subscribe failed')
+        if ((err as { statusCode?: number }).statusCode === 503) request.log.warn({ err, channel }, 'subscribe failed')
+        connection.send(errorFrame(toWireError(err as Error)))
+      }
+    }
+
+    async function refresh (token: string): Promise<void> {
+      try {
+        if (authenticator.refresh === undefined) throw new RefreshUnavailableError()
+        const renewed = authenticator.refresh(token)
+        const before = (connection.identity as { sub?: unknown } | undefined)?.sub
+        const after = (renewed.identity as { sub?: unknown }).sub
+        if (before !== after) throw new ForbiddenError('a refresh token must be for the same subject')
+        connection.identity = renewed.identity
+        connection.grants = renewed.channels
+        armExpiry(renewed.expiresAt)
+        connection.send(REFRESHED_FRAME)
+        // Grants may have shrunk: nothing may keep flowing from a channel no longer allowed.
+        for (const channel of [...connection.channels]) {
+          if (await mayJoin(connection, channel)) continue
+          hub.leave(connection, channel)
+          connection.send(errorFrame(toWireError(new ChannelForbiddenError(JSON.stringify(channel)))))
+        }
+      } catch (err) {
         connection.send(errorFrame(toWireError(err as Error)))
       }
     }
@@ -64,7 +194,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     const initial = request.query.channels
     if (initial !== undefined) {
       for (const channel of new Set(initial.split(','))) {
-        connection.queue = connection.queue.then(() => subscribe(channel))
+        connection.queue = connection.queue.then(async () => await subscribe(channel))
       }
     }
   })

@@ -16,7 +16,12 @@ t.test('a bad option fails registration with a sentence naming it', async (t) =>
     [{ redisPrefix: 7 }, /option "redisPrefix"/],
     [{ redis: 42 }, /option "redis" must be a redis:\/\/ URL/],
     [{ redis: null }, /option "redis"/],
-    [{ channelz: 'typo' }, /option "channelz"/]
+    [{ channelz: 'typo' }, /option "channelz"/],
+    [{ jwt: {} }, /option "jwt" needs exactly one of secret and publicKey/],
+    [{ jwt: { secret: 'a-secret-of-16-chars+', publicKey: 'pem' } }, /option "jwt" needs exactly one/],
+    [{ jwt: { secret: 'short' } }, /option "jwt.secret"/],
+    [{ publishKeys: ['short'] }, /option "publishKeys.0"/],
+    [{ authorize: 'yes' }, /option "authorize" must be a function/]
   ]
   for (const [options, message] of cases) {
     const app = Fastify({ logger: false })

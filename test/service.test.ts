@@ -1,6 +1,6 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import app from '../app.js'
+import app, { optionsFromEnv } from '../app.js'
 import { TestClient } from './helpers/client.js'
 import { startRedis } from './helpers/redis-server.js'
 import { startService } from './helpers/service.js'
@@ -55,4 +55,51 @@ t.test('the service app reads REDIS_URL from the environment', async (t) => {
     t.same(response.json(), { status: 'ok', bus }, `REDIS_URL=${String(value)}`)
     await server.close()
   }
+})
+
+t.test('the service app maps every environment variable to its option', async (t) => {
+  t.same(optionsFromEnv({}), { rateLimit: {} }, 'nothing set: every default stays')
+  t.same(optionsFromEnv({
+    REDIS_URL: 'redis://r:6379',
+    PUBLISH_KEY: 'key-one-0123456789, key-two-0123456789',
+    INSECURE_PUBLISH: 'true',
+    JWT_SECRET: 'secret-of-at-least-16',
+    JWT_AUDIENCE: 'hub',
+    ALLOWED_ORIGINS: 'https://a.example.com,https://*.example.org',
+    REQUIRE_ORIGIN: 'true',
+    MAX_PAYLOAD: '1024',
+    MAX_CHANNELS_PER_CONNECTION: '10',
+    MAX_CONNECTIONS: '1000',
+    MAX_CONNECTIONS_PER_IP: '20',
+    CLIENT_FRAME_RATE: '50',
+    CLIENT_FRAME_BURST: '100',
+    UPGRADE_RATE_LIMIT: '60',
+    PUBLISH_RATE_LIMIT: '600'
+  }), {
+    redis: 'redis://r:6379',
+    publishKeys: ['key-one-0123456789', 'key-two-0123456789'],
+    insecurePublish: true,
+    jwt: { secret: 'secret-of-at-least-16', audience: 'hub' },
+    allowedOrigins: ['https://a.example.com', 'https://*.example.org'],
+    requireOrigin: true,
+    maxPayload: 1024,
+    maxChannelsPerConnection: 10,
+    maxConnections: 1000,
+    maxConnectionsPerIp: 20,
+    clientFrameRate: 50,
+    clientFrameBurst: 100,
+    rateLimit: { upgrade: { max: 60, timeWindow: 60_000 }, publish: { max: 600, timeWindow: 60_000 } }
+  })
+  t.same(optionsFromEnv({ JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' }).jwt,
+    { publicKey: '-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----' }, 'a one-line PEM with \\n escapes is unfolded')
+  t.throws(() => optionsFromEnv({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS must be a whole number/)
+})
+
+t.test('a service with PUBLISH_KEY refuses publishes without it', async (t) => {
+  const service = await startService(t, { REDIS_URL: '', PUBLISH_KEY: 'service-key-0123456789' })
+  const publish = async (headers: Record<string, string>): Promise<number> => (await fetch(`${service.url}/publish`, {
+    method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: '{"data":1}'
+  })).status
+  t.equal(await publish({}), 401)
+  t.equal(await publish({ authorization: 'Bearer service-key-0123456789' }), 202)
 })

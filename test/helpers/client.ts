@@ -32,8 +32,8 @@ export class TestClient {
     socket.on('error', () => {})
   }
 
-  static async connect (url: string, options?: ConstructorParameters<typeof WebSocket>[2]): Promise<TestClient> {
-    const socket = new WebSocket(url, options)
+  static async connect (url: string, options?: ConstructorParameters<typeof WebSocket>[2], protocols?: string[]): Promise<TestClient> {
+    const socket = new WebSocket(url, protocols, options)
     const client = new TestClient(socket)
     await once(socket, 'open')
     return client

@@ -1,0 +1,87 @@
+import type { FastifyRequest } from 'fastify'
+import type { JWT } from '@fastify/jwt'
+import { ForbiddenError, UnauthorizedError } from '../errors.js'
+
+/** What connect-time authentication says about a connection. */
+export interface ConnectionAuth {
+  /** Who is connected: handed to `canSubscribe` and kept on the connection. */
+  identity: unknown
+  /** Channels, or `prefix*` patterns, the connection may subscribe to. */
+  channels?: string[]
+  /** When the credentials run out (epoch ms): the socket is closed with 4401 unless refreshed. */
+  expiresAt?: number
+}
+
+export type Authorize = (request: FastifyRequest, jwt: ConnectionAuth | undefined) =>
+ConnectionAuth | null | undefined | false | Promise<ConnectionAuth | null | undefined | false>
+
+/** The subprotocol a browser offers before its token: `new WebSocket(url, ['bearer', token])`. */
+export const BEARER_PROTOCOL = 'bearer'
+
+/**
+ * Finds a connect token where each kind of client can put one: the Authorization header
+ * (servers), `?token=` or a `bearer, <token>` subprotocol pair (browsers, which cannot set
+ * headers on a WebSocket).
+ */
+export function extractToken (request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization
+  if (header !== undefined) {
+    const match = /^Bearer +(\S+)\s*$/i.exec(header)
+    return match === null ? undefined : match[1]
+  }
+  const { token } = request.query as { token?: unknown }
+  if (typeof token === 'string' && token !== '') return token
+  const protocols = request.headers['sec-websocket-protocol']
+  if (protocols !== undefined) {
+    const entries = protocols.split(',').map((entry) => entry.trim())
+    const at = entries.indexOf(BEARER_PROTOCOL)
+    if (at !== -1 && at + 1 < entries.length) return entries[at + 1]
+  }
+  return undefined
+}
+
+/** Verifies a token and turns its claims into a connection's identity and grants. */
+export function authFromToken (jwt: JWT, token: string): ConnectionAuth {
+  let claims: Record<string, unknown>
+  try {
+    claims = jwt.verify<Record<string, unknown>>(token)
+  } catch (err) {
+    throw new UnauthorizedError((err as Error).message)
+  }
+  const channels = Array.isArray(claims.channels)
+    ? claims.channels.filter((grant): grant is string => typeof grant === 'string')
+    : []
+  return {
+    identity: claims,
+    channels,
+    expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : undefined
+  }
+}
+
+export interface Authenticator {
+  /** Whether connecting needs credentials at all (and so subscribing needs grants). */
+  readonly enabled: boolean
+  /** Runs before the upgrade: resolves with the connection's auth, or throws a 401/403. */
+  authenticate (request: FastifyRequest): Promise<ConnectionAuth | undefined>
+  /** Verifies a token sent over an open socket, for `refresh`; undefined when JWT is off. */
+  refresh: ((token: string) => ConnectionAuth) | undefined
+}
+
+export function createAuthenticator (jwt: JWT | undefined, authorize: Authorize | undefined): Authenticator {
+  return {
+    enabled: jwt !== undefined || authorize !== undefined,
+    refresh: jwt === undefined ? undefined : (token) => authFromToken(jwt, token),
+    async authenticate (request) {
+      let auth: ConnectionAuth | undefined
+      if (jwt !== undefined) {
+        const token = extractToken(request)
+        if (token === undefined) throw new UnauthorizedError('no token in the Authorization header, ?token= or a bearer subprotocol')
+        auth = authFromToken(jwt, token)
+      }
+      if (authorize === undefined) return auth
+      const result = await authorize(request, auth)
+      if (result === null || result === undefined || result === false) throw new ForbiddenError('refused by authorize()')
+      return result
+    }
+  }
+}

@@ -1,0 +1,39 @@
+import { createHash, timingSafeEqual } from 'node:crypto'
+import type { FastifyRequest } from 'fastify'
+import { PublishKeyRequiredError, UnauthorizedError } from '../errors.js'
+
+export interface PublishAuthOptions {
+  /** Accepted bearer keys; several at once so a key can be rotated without downtime. */
+  keys: string[]
+  /** Without keys, accept publishes from any peer instead of loopback only. */
+  insecurePublish: boolean
+}
+
+/** An onRequest hook for the publish route. */
+export function createPublishGuard ({ keys, insecurePublish }: PublishAuthOptions): (request: FastifyRequest) => Promise<void> {
+  // Hashing first gives every comparison the same length, so timingSafeEqual never
+  // short-cuts on a length mismatch and reveals nothing about the keys.
+  const digests = keys.map(digest)
+  return async function guardPublish (request) {
+    if (digests.length === 0) {
+      if (insecurePublish || isLoopback(request.socket.remoteAddress)) return
+      throw new PublishKeyRequiredError()
+    }
+    const header = request.headers.authorization
+    const match = header === undefined ? null : /^Bearer +(\S+)\s*$/i.exec(header)
+    if (match === null) throw new UnauthorizedError('missing bearer key')
+    const offered = digest(match[1])
+    let accepted = false
+    for (const known of digests) accepted = timingSafeEqual(offered, known) || accepted
+    if (!accepted) throw new UnauthorizedError('wrong key')
+  }
+}
+
+function digest (key: string): Buffer {
+  return createHash('sha256').update(key).digest()
+}
+
+export function isLoopback (address: string | undefined): boolean {
+  if (address === undefined) return false
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
+}

@@ -1,0 +1,60 @@
+import t from 'tap'
+import { isOriginAllowed } from '../plugin/security/origin.js'
+import { isGranted } from '../plugin/security/grants.js'
+import { TokenBucket } from '../plugin/security/token-bucket.js'
+import { isLoopback } from '../plugin/security/publish-auth.js'
+
+t.test('origins: same host by default, compared case-insensitively', async (t) => {
+  const policy = { allowedOrigins: [], requireOrigin: false }
+  t.ok(isOriginAllowed('http://hub.example.com', 'hub.example.com', policy))
+  t.ok(isOriginAllowed('https://HUB.Example.com:8443', 'hub.example.COM:8443', policy))
+  t.notOk(isOriginAllowed('http://hub.example.com:8080', 'hub.example.com', policy), 'another port is another origin')
+  t.notOk(isOriginAllowed('https://evil.example', 'hub.example.com', policy))
+  t.notOk(isOriginAllowed('null', 'hub.example.com', policy))
+  t.notOk(isOriginAllowed('not a url', 'hub.example.com', policy))
+  t.notOk(isOriginAllowed('file:///home/me/page.html', 'hub.example.com', policy), 'an opaque origin is never trusted')
+  t.notOk(isOriginAllowed('http://hub.example.com', undefined, policy))
+  t.ok(isOriginAllowed(undefined, 'hub.example.com', policy), 'no Origin: not a browser, allowed')
+  t.notOk(isOriginAllowed(undefined, 'hub.example.com', { ...policy, requireOrigin: true }))
+})
+
+t.test('origins: an allow-list of exact origins and *. patterns, with no substring tricks', async (t) => {
+  const policy = { allowedOrigins: ['https://app.example.com', 'https://*.example.org', 'http://localhost:5173'], requireOrigin: false }
+  t.ok(isOriginAllowed('https://app.example.com', 'hub', policy))
+  t.ok(isOriginAllowed('https://APP.EXAMPLE.COM', 'hub', policy))
+  t.ok(isOriginAllowed('http://localhost:5173', 'hub', policy))
+  t.ok(isOriginAllowed('https://a.example.org', 'hub', policy))
+  t.ok(isOriginAllowed('https://a.b.example.org', 'hub', policy))
+  t.notOk(isOriginAllowed('https://example.org', 'hub', policy), 'the pattern needs a subdomain')
+  t.notOk(isOriginAllowed('http://a.example.org', 'hub', policy), 'the scheme must match')
+  t.notOk(isOriginAllowed('https://evilexample.org', 'hub', policy))
+  t.notOk(isOriginAllowed('https://app.example.com.evil.example', 'hub', policy))
+  t.notOk(isOriginAllowed('https://app.example.com:444', 'hub', policy))
+  t.notOk(isOriginAllowed('http://app.example.com', 'hub', policy))
+  t.notOk(isOriginAllowed('https://hub', 'hub', policy), 'with a list, the own host is not implied')
+  t.notOk(isOriginAllowed('null', 'hub', { allowedOrigins: ['null'], requireOrigin: false }), '"null" never matches')
+})
+
+t.test('grants: exact names and prefix* patterns', async (t) => {
+  t.ok(isGranted(['news'], 'news'))
+  t.notOk(isGranted(['news'], 'news2'))
+  t.ok(isGranted(['room:*'], 'room:1'))
+  t.ok(isGranted(['room:*'], 'room:a:b'))
+  t.notOk(isGranted(['room:*'], 'room'))
+  t.ok(isGranted(['*'], 'anything'))
+  t.notOk(isGranted([], 'news'))
+})
+
+t.test('the token bucket allows a burst, then the sustained rate', async (t) => {
+  const bucket = new TokenBucket(10, 5, 0)
+  t.same(Array.from({ length: 6 }, () => bucket.take(0)), [true, true, true, true, true, false])
+  t.notOk(bucket.take(50), 'half a token after 50 ms')
+  t.ok(bucket.take(100), 'one token after 100 ms')
+  t.ok(bucket.take(10_000) && bucket.take(10_000) && bucket.take(10_000) && bucket.take(10_000) && bucket.take(10_000))
+  t.notOk(bucket.take(10_000), 'never more than the burst after a long pause')
+})
+
+t.test('loopback addresses', async (t) => {
+  for (const address of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1']) t.ok(isLoopback(address), address)
+  for (const address of ['10.0.0.1', '::ffff:10.0.0.1', '203.0.113.5', '::', undefined]) t.notOk(isLoopback(address), String(address))
+})
