@@ -98,6 +98,12 @@ export const TooManyConnectionsError = createError(
   429
 )
 
+export const RateLimitedError = createError<[string]>(
+  'FRB_RATE_LIMITED',
+  'Rate limit exceeded, retry in %s',
+  429
+)
+
 export const RefreshUnavailableError = createError(
   'FRB_REFRESH_UNAVAILABLE',
   'Token refresh needs the jwt option',

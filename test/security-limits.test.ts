@@ -123,10 +123,15 @@ t.test('the upgrade rate limit answers 429 with Retry-After', async (t) => {
   }
   const socket = new (await import('ws')).WebSocket(wsUrl(url))
   socket.on('error', () => {})
-  const [status, retryAfter] = await new Promise<[number, string | undefined]>((resolve) => {
-    socket.once('unexpected-response', (request, response) => resolve([response.statusCode ?? 0, response.headers['retry-after']]))
+  const [status, retryAfter, body] = await new Promise<[number, string | undefined, string]>((resolve) => {
+    socket.once('unexpected-response', (request, response) => {
+      let text = ''
+      response.on('data', (chunk: Buffer) => { text += chunk.toString() })
+      response.on('end', () => resolve([response.statusCode ?? 0, response.headers['retry-after'], text]))
+    })
   })
   t.equal(status, 429)
+  t.match(JSON.parse(body), { code: 'FRB_RATE_LIMITED' })
   t.ok(Number(retryAfter) > 0)
 })
 

@@ -110,5 +110,18 @@ t.test('the publish rate limit answers 429 with Retry-After', async (t) => {
     statuses.push(last.status)
   }
   t.same(statuses, [202, 202, 202, 429, 429])
+  t.match(await last?.json(), { statusCode: 429, code: 'FRB_RATE_LIMITED' })
   t.ok(Number(last?.headers.get('retry-after')) > 0, 'Retry-After says when to come back')
+})
+
+t.test('an app that registered @fastify/rate-limit itself keeps it, and the publish limit still applies', async (t) => {
+  const Fastify = (await import('fastify')).default
+  const rateLimit = (await import('@fastify/rate-limit')).default
+  const redisBroadcast = (await import('../plugin/index.js')).default
+  const app = Fastify({ logger: false })
+  await app.register(rateLimit, { global: false })
+  await app.register(redisBroadcast, { rateLimit: { publish: { max: 1, timeWindow: 60_000 } } })
+  const send = async (): Promise<number> => (await app.inject({ method: 'POST', url: '/publish', payload: { data: 1 } })).statusCode
+  t.same([await send(), await send()], [202, 429])
+  await app.close()
 })
