@@ -43,12 +43,6 @@ export const BusUnavailableError = createError<[string]>(
   503
 )
 
-export const ShuttingDownError = createError(
-  'FRB_SHUTTING_DOWN',
-  'The service is shutting down',
-  503
-)
-
 export const UnauthorizedError = createError<[string]>(
   'FRB_UNAUTHORIZED',
   'Authentication failed: %s',
