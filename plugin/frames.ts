@@ -68,8 +68,9 @@ export function isWireError (value: ClientFrame | WireError): value is WireError
   return 'code' in value
 }
 
-export function toWireError (err: Error & { code?: string }): WireError {
-  return { code: err.code ?? 'FRB_INTERNAL', message: err.message }
+export function toWireError (err: unknown): WireError {
+  if (!(err instanceof Error)) return { code: 'FRB_INTERNAL', message: String(err) }
+  return { code: (err as { code?: string }).code ?? 'FRB_INTERNAL', message: err.message }
 }
 
 export function errorFrame (error: WireError): string {

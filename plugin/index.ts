@@ -64,7 +64,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     await fastify.register(fastifyJwt, {
       namespace: JWT_NAMESPACE,
       secret: secret ?? { public: publicKey as string },
-      verify: { allowedAud: audience, algorithms: algorithms as never }
+      // A token without exp would keep its connection open forever: refuse it.
+      verify: { allowedAud: audience, algorithms: algorithms as never, requiredClaims: ['exp'] }
     })
     jwt = (fastify.jwt as unknown as Record<string, JWT>)[JWT_NAMESPACE]
   }

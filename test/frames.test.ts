@@ -47,4 +47,5 @@ t.test('server frames follow the documented shapes', async (t) => {
   t.same(JSON.parse(PONG_FRAME), { type: 'pong' })
   t.same(JSON.parse(errorFrame({ code: 'FRB_X', message: 'm' })), { type: 'error', code: 'FRB_X', message: 'm' })
   t.same(toWireError(new Error('boom')), { code: 'FRB_INTERNAL', message: 'boom' }, 'an uncoded error still gets a code')
+  t.same(toWireError(null), { code: 'FRB_INTERNAL', message: 'null' }, 'so does a thrown non-error')
 })

@@ -20,8 +20,9 @@ t.test('upgrades with a missing, expired, badly signed or wrong-audience token g
   const tokens: Record<string, string | undefined> = {
     missing: undefined,
     expired: createSigner({ key: SECRET, aud: AUDIENCE })({ sub: 'u1', exp: Math.floor(Date.now() / 1000) - 10 }),
-    'bad signature': createSigner({ key: 'another-secret-of-32-characters!', aud: AUDIENCE })({ sub: 'u1' }),
-    'wrong audience': createSigner({ key: SECRET, aud: 'elsewhere' })({ sub: 'u1' }),
+    'bad signature': createSigner({ key: 'another-secret-of-32-characters!', aud: AUDIENCE, expiresIn: 60_000 })({ sub: 'u1' }),
+    'wrong audience': createSigner({ key: SECRET, aud: 'elsewhere', expiresIn: 60_000 })({ sub: 'u1' }),
+    'no expiry': createSigner({ key: SECRET, aud: AUDIENCE })({ sub: 'u1' }),
     garbage: 'not.a.jwt'
   }
   t.equal((await refusedUpgrade(wsUrl(url), { authorization: `Basic ${sign({ sub: 'u1' })}` })).status, 401, 'a token under another scheme')
@@ -64,11 +65,11 @@ t.test('an RS256 public key verifies tokens signed with its private key', async 
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 })
   const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString()
   const { url } = await build(t, { jwt: { publicKey: pem } })
-  const token = createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'RS256' })({ sub: 'u1', channels: ['a'] })
+  const token = createSigner({ key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), algorithm: 'RS256', expiresIn: 60_000 })({ sub: 'u1', channels: ['a'] })
   const client = await TestClient.connect(wsUrl(url, '?channels=a'), { headers: { authorization: `Bearer ${token}` } })
   t.teardown(() => client.close())
   t.same(await client.waitFor((f) => f.type !== 'x'), { type: 'subscribed', channel: 'a' })
-  const forged = createSigner({ key: SECRET })({ sub: 'u1' })
+  const forged = createSigner({ key: SECRET, expiresIn: 60_000 })({ sub: 'u1' })
   t.equal((await refusedUpgrade(wsUrl(url), { authorization: `Bearer ${forged}` })).status, 401, 'an HS256 token signed with a guess is refused')
 })
 
@@ -193,4 +194,28 @@ t.test('authorize() without channel grants and without canSubscribe allows no ch
   t.teardown(() => client.close())
   client.send({ type: 'subscribe', channel: 'news' })
   t.match(await client.waitFor((f) => f.type === 'error'), { code: 'FRB_CHANNEL_FORBIDDEN' })
+})
+
+t.test('canSubscribe() decides even when no connect auth is configured', async (t) => {
+  const { connect } = await build(t, { canSubscribe: (identity, channel) => channel !== 'secret' })
+  const client = await connect()
+  await client.subscribe('public')
+  client.send({ type: 'subscribe', channel: 'secret' })
+  t.match(await client.waitFor((f) => f.type === 'error'), { code: 'FRB_CHANNEL_FORBIDDEN' })
+})
+
+t.test('a refresh needs the same sub claim, and authorize() has its say again', async (t) => {
+  const { url } = await build(t, {
+    ...jwtOptions,
+    authorize: (request, jwt) => (jwt?.identity as { banned?: boolean }).banned === true ? false : jwt
+  })
+  const anonymous = await TestClient.connect(wsUrl(url), { headers: { authorization: `Bearer ${sign({ channels: ['news'] })}` } })
+  t.teardown(() => anonymous.close())
+  anonymous.send({ type: 'refresh', token: sign({ channels: ['news'] }) })
+  t.match(await anonymous.waitFor((f) => f.type === 'error'), { code: 'FRB_FORBIDDEN', message: /sub claim/ }, 'no sub, no refresh')
+
+  const user = await TestClient.connect(wsUrl(url), { headers: { authorization: `Bearer ${sign({ sub: 'u1' })}` } })
+  t.teardown(() => user.close())
+  user.send({ type: 'refresh', token: sign({ sub: 'u1', banned: true }) })
+  t.match(await user.waitFor((f) => f.type === 'error'), { code: 'FRB_FORBIDDEN', message: /authorize/ }, 'authorize() refuses the renewed token')
 })

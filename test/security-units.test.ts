@@ -3,6 +3,7 @@ import { isOriginAllowed } from '../plugin/security/origin.js'
 import { isGranted } from '../plugin/security/grants.js'
 import { TokenBucket } from '../plugin/security/token-bucket.js'
 import { isLoopback } from '../plugin/security/publish-auth.js'
+import { redactUrl } from '../routes/log-serializers.js'
 
 t.test('origins: same host by default, compared case-insensitively', async (t) => {
   const policy = { allowedOrigins: [], requireOrigin: false }
@@ -57,4 +58,12 @@ t.test('the token bucket allows a burst, then the sustained rate', async (t) => 
 t.test('loopback addresses', async (t) => {
   for (const address of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1']) t.ok(isLoopback(address), address)
   for (const address of ['10.0.0.1', '::ffff:10.0.0.1', '203.0.113.5', '::', undefined]) t.notOk(isLoopback(address), String(address))
+})
+
+t.test('credentials in a query string are redacted, however they are spelled', async (t) => {
+  t.equal(redactUrl('/ws'), '/ws')
+  t.equal(redactUrl('/ws?channels=a,b'), '/ws?channels=a%2Cb')
+  t.equal(redactUrl('/ws?channels=a&token=abc.def'), '/ws?channels=a&token=[redacted]')
+  t.equal(redactUrl('/ws?%74oken=abc'), '/ws?token=[redacted]')
+  t.equal(redactUrl('/publish?KEY=k&Access_Token=t'), '/publish?KEY=[redacted]&Access_Token=[redacted]')
 })

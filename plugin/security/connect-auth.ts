@@ -54,7 +54,8 @@ export function authFromToken (jwt: JWT, token: string): ConnectionAuth {
   return {
     identity: claims,
     channels,
-    expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : undefined
+    // exp is a required claim (see the jwt verify options in plugin/index.ts).
+    expiresAt: (claims.exp as number) * 1000
   }
 }
 
@@ -63,14 +64,22 @@ export interface Authenticator {
   readonly enabled: boolean
   /** Runs before the upgrade: resolves with the connection's auth, or throws a 401/403. */
   authenticate (request: FastifyRequest): Promise<ConnectionAuth | undefined>
-  /** Verifies a token sent over an open socket, for `refresh`; undefined when JWT is off. */
-  refresh: ((token: string) => ConnectionAuth) | undefined
+  /** Verifies a token sent over an open socket (and runs `authorize` again); undefined when JWT is off. */
+  refresh: ((token: string, request: FastifyRequest) => Promise<ConnectionAuth>) | undefined
 }
 
 export function createAuthenticator (jwt: JWT | undefined, authorize: Authorize | undefined): Authenticator {
+  // authorize() has the last word at connect and at every refresh, so a ban or narrower
+  // grants it hands out cannot be undone by presenting a fresh token.
+  async function decide<T extends ConnectionAuth | undefined> (request: FastifyRequest, auth: T): Promise<T | ConnectionAuth> {
+    if (authorize === undefined) return auth
+    const result = await authorize(request, auth)
+    if (result === null || result === undefined || result === false) throw new ForbiddenError('refused by authorize()')
+    return result
+  }
   return {
     enabled: jwt !== undefined || authorize !== undefined,
-    refresh: jwt === undefined ? undefined : (token) => authFromToken(jwt, token),
+    refresh: jwt === undefined ? undefined : async (token, request) => await decide(request, authFromToken(jwt, token)),
     async authenticate (request) {
       let auth: ConnectionAuth | undefined
       if (jwt !== undefined) {
@@ -78,10 +87,7 @@ export function createAuthenticator (jwt: JWT | undefined, authorize: Authorize 
         if (token === undefined) throw new UnauthorizedError('no token in the Authorization header, ?token= or a bearer subprotocol')
         auth = authFromToken(jwt, token)
       }
-      if (authorize === undefined) return auth
-      const result = await authorize(request, auth)
-      if (result === null || result === undefined || result === false) throw new ForbiddenError('refused by authorize()')
-      return result
+      return await decide(request, auth)
     }
   }
 }

@@ -16,7 +16,7 @@ export function createPublishGuard ({ keys, insecurePublish }: PublishAuthOption
   const digests = keys.map(digest)
   return async function guardPublish (request) {
     if (digests.length === 0) {
-      if (insecurePublish || isLoopback(request.socket.remoteAddress)) return
+      if (insecurePublish || isLoopback(request.ip)) return
       throw new PublishKeyRequiredError()
     }
     const header = request.headers.authorization
