@@ -4,7 +4,12 @@ import type { Redis, RedisOptions } from 'ioredis'
 import { InvalidOptionError } from './errors.js'
 import type { Authorize } from './security/connect-auth.js'
 
-const RoutePath = Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)])
+function routePath (path: string, route: string) {
+  return Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], {
+    default: path,
+    description: `Path of the ${route} route, or false to leave it out`
+  })
+}
 const RateLimit = Type.Object({
   max: Type.Integer({ minimum: 1, description: 'Requests allowed per window and IP' }),
   timeWindow: Type.Integer({ minimum: 1, description: 'Window length, in milliseconds' })
@@ -13,9 +18,9 @@ const RateLimit = Type.Object({
 /** Every option that is plain data; `redis` and the hooks are functions or clients, checked below. */
 export const RedisBroadcastOptionsSchema = Type.Object({
   redisPrefix: Type.String({ default: 'frb:', description: 'Prepended to every Redis channel name the plugin uses' }),
-  websocketPath: Type.Union([RoutePath], { default: '/ws', description: 'Path of the WebSocket route, or false to leave it out' }),
-  publishPath: Type.Union([RoutePath], { default: '/publish', description: 'Path of the publish route, or false to leave it out' }),
-  healthPath: Type.Union([RoutePath], { default: '/health', description: 'Path of the health route, or false to leave it out' }),
+  websocketPath: routePath('/ws', 'WebSocket'),
+  publishPath: routePath('/publish', 'publish'),
+  healthPath: routePath('/health', 'health'),
   publishBodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted POST /publish body, in bytes' }),
   maxPayload: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted client frame, in bytes, after inflation' }),
   redisReadyTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long startup waits for Redis, in milliseconds' }),

@@ -77,6 +77,8 @@ for (const kind of BUS_KINDS) {
       await publish({ data: 'marker' })
       await client.messages(2)
       t.same(client.received().map((f) => f.data), [1, 'marker'], 'nothing from the channel after unsubscribe')
+      await client.unsubscribe('never-joined')
+      t.pass('unsubscribing from a channel never joined is acknowledged too')
     })
 
     t.test('1,000 messages arrive in publish order, once each, at every subscriber', async (t) => {

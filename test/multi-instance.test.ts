@@ -86,7 +86,11 @@ t.test('a client that subscribes again right after leaving keeps receiving', asy
     client.send({ type: 'subscribe', channel: 'flap' })
     client.send({ type: 'unsubscribe', channel: 'flap' })
   }
-  await client.subscribe('flap')
+  client.send({ type: 'subscribe', channel: 'flap' })
+  // Wait for every reply, not just the first `subscribed`: the last command must have run.
+  await client.waitFor(() => client.frames.length >= 41)
+  t.same(client.frames.map((f) => f.type), [...Array.from({ length: 20 }, () => ['subscribed', 'unsubscribed']).flat(), 'subscribed'],
+    'replies come in the order the frames were sent')
   t.equal(await numsub('flap'), 1, 'the last command wins: subscribed')
   await a.publish({ channel: 'flap', data: 'landed' })
   t.same(await client.messages(1), [{ type: 'message', channel: 'flap', data: 'landed' }])

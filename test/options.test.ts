@@ -2,7 +2,7 @@ import t from 'tap'
 import Fastify from 'fastify'
 import redisBroadcast, { redisBroadcast as named } from '../plugin/index.js'
 import { build } from './helpers/app.js'
-import { TestClient, refusedUpgrade } from './helpers/client.js'
+import { TestClient, refusedUpgrade, wsUrl } from './helpers/client.js'
 
 t.test('the plugin is the default export and the named export', async (t) => {
   t.equal(named, redisBroadcast)
@@ -50,13 +50,13 @@ t.test('each route path is configurable and each route can be left out', async (
   t.ok(app.hasRoute({ method: 'POST', url: '/api/send' }))
   t.notOk(app.hasRoute({ method: 'POST', url: '/publish' }))
   t.notOk(app.hasRoute({ method: 'GET', url: '/health' }))
-  const client = await TestClient.connect(`${url.replace('http', 'ws')}/live?channels=x`)
+  const client = await TestClient.connect(wsUrl(url, '?channels=x', '/live'))
   t.teardown(() => client.close())
   await client.waitFor((f) => f.type === 'subscribed')
   const response = await fetch(`${url}/api/send`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"channel":"x","data":1}' })
   t.equal(response.status, 202)
   t.same(await client.messages(1), [{ type: 'message', channel: 'x', data: 1 }])
-  t.equal((await refusedUpgrade(`${url.replace('http', 'ws')}/ws`)).status, 404)
+  t.equal((await refusedUpgrade(wsUrl(url))).status, 404)
 
   const { app: bare } = await build(t, { websocketPath: false, publishPath: false })
   t.notOk(bare.hasRoute({ method: 'GET', url: '/ws' }))

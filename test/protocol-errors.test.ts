@@ -1,6 +1,6 @@
 import t from 'tap'
 import { build, busOptions, BUS_KINDS } from './helpers/app.js'
-import { refusedUpgrade } from './helpers/client.js'
+import { refusedUpgrade, wsUrl } from './helpers/client.js'
 import { startRedis } from './helpers/redis-server.js'
 
 const redis = await startRedis()
@@ -36,7 +36,7 @@ for (const kind of BUS_KINDS) {
 
     t.test('a bad channel in the connect query is refused before the upgrade', async (t) => {
       const { url } = await build(t, busOptions(kind, redis.url))
-      const refusal = await refusedUpgrade(`${url.replace('http', 'ws')}/ws?channels=ok,bad%20name`)
+      const refusal = await refusedUpgrade(wsUrl(url, '?channels=ok,bad%20name'))
       t.equal(refusal.status, 400)
       t.match(JSON.parse(refusal.body), { code: 'FST_ERR_VALIDATION' })
     })

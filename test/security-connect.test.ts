@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createSigner } from 'fast-jwt'
 import { build } from './helpers/app.js'
-import { TestClient, refusedUpgrade } from './helpers/client.js'
+import { TestClient, refusedUpgrade, wsUrl } from './helpers/client.js'
 import { startRedis } from './helpers/redis-server.js'
 
 const redis = await startRedis()
@@ -12,7 +12,6 @@ t.teardown(() => redis.stop())
 const SECRET = 'a-test-secret-of-32-characters!!'
 const AUDIENCE = 'hub.example.com'
 const sign = createSigner({ key: SECRET, aud: AUDIENCE, expiresIn: 60_000 })
-const wsUrl = (url: string, query = ''): string => `${url.replace('http', 'ws')}/ws${query}`
 const jwtOptions = { redis: redis.url, jwt: { secret: SECRET, audience: AUDIENCE } }
 
 t.test('upgrades with a missing, expired, badly signed or wrong-audience token get 401 before the upgrade', async (t) => {

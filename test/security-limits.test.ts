@@ -2,12 +2,11 @@ import t from 'tap'
 import { createRequire } from 'node:module'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
-import { TestClient, refusedUpgrade } from './helpers/client.js'
+import { TestClient, refusedUpgrade, wsUrl } from './helpers/client.js'
 import { startRedis } from './helpers/redis-server.js'
 
 const redis = await startRedis()
 t.teardown(() => redis.stop())
-const wsUrl = (url: string, query = ''): string => `${url.replace('http', 'ws')}/ws${query}`
 
 t.test('origins: same host, allowed list, evil origin, substring trick, null, mixed-case host', async (t) => {
   const own = await build(t, { redis: redis.url })

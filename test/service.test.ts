@@ -1,7 +1,7 @@
 import t from 'tap'
 import Fastify from 'fastify'
 import app, { optionsFromEnv } from '../app.js'
-import { TestClient } from './helpers/client.js'
+import { TestClient, wsUrl } from './helpers/client.js'
 import { startRedis } from './helpers/redis-server.js'
 import { startService } from './helpers/service.js'
 
@@ -14,8 +14,8 @@ t.test('two `fastify start` processes on one Redis deliver each other\'s publish
     startService(t, { REDIS_URL: redis.url })
   ])
   t.match(one.output(), /using the Redis bus/, 'the start log names the bus')
-  const onOne = await TestClient.connect(`${one.url.replace('http', 'ws')}/ws?channels=news`)
-  const onTwo = await TestClient.connect(`${two.url.replace('http', 'ws')}/ws?channels=news`)
+  const onOne = await TestClient.connect(wsUrl(one.url, '?channels=news'))
+  const onTwo = await TestClient.connect(wsUrl(two.url, '?channels=news'))
   t.teardown(async () => { await onOne.close(); await onTwo.close() })
   await onOne.waitFor((f) => f.type === 'subscribed')
   await onTwo.waitFor((f) => f.type === 'subscribed')

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { JWT } from '@fastify/jwt'
 import { ForbiddenError, UnauthorizedError } from '../errors.js'
+import { bearerCredential } from './bearer.js'
 
 /** What connect-time authentication says about a connection. */
 export interface ConnectionAuth {
@@ -24,11 +25,8 @@ export const BEARER_PROTOCOL = 'bearer'
  * headers on a WebSocket).
  */
 export function extractToken (request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization
-  if (header !== undefined) {
-    const match = /^Bearer +(\S+)\s*$/i.exec(header)
-    return match === null ? undefined : match[1]
-  }
+  // A client that sends Authorization meant it: no falling back to other places.
+  if (request.headers.authorization !== undefined) return bearerCredential(request.headers.authorization)
   const { token } = request.query as { token?: unknown }
   if (typeof token === 'string' && token !== '') return token
   const protocols = request.headers['sec-websocket-protocol']

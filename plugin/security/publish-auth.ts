@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import { PublishKeyRequiredError, UnauthorizedError } from '../errors.js'
+import { bearerCredential } from './bearer.js'
 
 export interface PublishAuthOptions {
   /** Accepted bearer keys; several at once so a key can be rotated without downtime. */
@@ -19,10 +20,9 @@ export function createPublishGuard ({ keys, insecurePublish }: PublishAuthOption
       if (insecurePublish || isLoopback(request.ip)) return
       throw new PublishKeyRequiredError()
     }
-    const header = request.headers.authorization
-    const match = header === undefined ? null : /^Bearer +(\S+)\s*$/i.exec(header)
-    if (match === null) throw new UnauthorizedError('missing bearer key')
-    const offered = digest(match[1])
+    const key = bearerCredential(request.headers.authorization)
+    if (key === undefined) throw new UnauthorizedError('missing bearer key')
+    const offered = digest(key)
     let accepted = false
     for (const known of digests) accepted = timingSafeEqual(offered, known) || accepted
     if (!accepted) throw new UnauthorizedError('wrong key')

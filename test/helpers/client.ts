@@ -45,16 +45,10 @@ export class TestClient {
 
   /** Resolves with the first recorded frame, from index `from` on, that matches. */
   async waitFor (match: (frame: Frame) => boolean, { from = 0, timeout = 5000 } = {}): Promise<Frame> {
-    const deadline = Date.now() + timeout
-    for (;;) {
-      const found = this.frames.slice(from).find(match)
-      if (found !== undefined) return found
-      if (Date.now() > deadline) throw new Error(`no matching frame within ${timeout} ms; got ${JSON.stringify(this.frames.slice(-5))}`)
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()))
-        this.waiters.push(() => { clearTimeout(timer); resolve() })
-      })
-    }
+    let found: Frame | undefined
+    await this.until(() => (found = this.frames.slice(from).find(match)) !== undefined, timeout,
+      () => `no matching frame within ${timeout} ms; got ${JSON.stringify(this.frames.slice(-5))}`)
+    return found as Frame
   }
 
   async subscribe (channel: string): Promise<void> {
@@ -71,15 +65,21 @@ export class TestClient {
 
   /** Waits until `count` message frames have arrived and returns them. */
   async messages (count: number, timeout = 5000): Promise<Frame[]> {
+    await this.until(() => this.received().length >= count, timeout,
+      () => `expected ${count} messages within ${timeout} ms, got ${this.received().length}`)
+    return this.received()
+  }
+
+  /** Re-checks `done` whenever a frame arrives or the socket closes, until it holds or time runs out. */
+  private async until (done: () => boolean, timeout: number, failure: () => string): Promise<void> {
     const deadline = Date.now() + timeout
-    while (this.received().length < count) {
-      if (Date.now() > deadline) throw new Error(`expected ${count} messages within ${timeout} ms, got ${this.received().length}`)
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(failure())
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()))
         this.waiters.push(() => { clearTimeout(timer); resolve() })
       })
     }
-    return this.received()
   }
 
   received (): Frame[] {
@@ -109,4 +109,9 @@ export async function refusedUpgrade (url: string, headers: Record<string, strin
       response.on('end', () => resolve({ status: response.statusCode ?? 0, body }))
     })
   })
+}
+
+/** The WebSocket URL of an app's route, from its http:// base URL. */
+export function wsUrl (url: string, query = '', path = '/ws'): string {
+  return `${url.replace(/^http/, 'ws')}${path}${query}`
 }
