@@ -103,3 +103,15 @@ export const RefreshUnavailableError = createError(
   'Token refresh needs the jwt option',
   400
 )
+
+export const MessageTooLargeError = createError<[number, number]>(
+  'FRB_MESSAGE_TOO_LARGE',
+  'The encoded message is %d bytes; the limit is %d (maxMessageBytes)',
+  413
+)
+
+export const ShuttingDownError = createError(
+  'FRB_SHUTTING_DOWN',
+  'This instance is shutting down; connect to another one',
+  503
+)

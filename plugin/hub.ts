@@ -1,11 +1,28 @@
 import { randomUUID } from 'node:crypto'
+import type { Writable } from 'node:stream'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
 import type { Bus } from './bus/bus.js'
+import type { BroadcastStats } from './stats.js'
+import { textFrame } from './websocket-frame.js'
 
 const OPEN = 1
+export const CLOSE_GOING_AWAY = 1001
+export const CLOSE_SLOW_CONSUMER = 4008
 
-/** One client socket, who it belongs to, and the channels it listens on. */
+export interface DeliveryPolicy {
+  /** Unsent bytes a connection may hold before it is closed with 4008. */
+  slowConsumerBytes: number
+  /** How long a connection may keep unsent data without draining, in milliseconds. */
+  slowConsumerTimeout: number
+}
+
+/**
+ * One client socket, who it belongs to, and the channels it listens on.
+ *
+ * Frames for a socket are queued and written once per event-loop turn: every message that
+ * arrived from Redis in one chunk leaves in one write (corked), in arrival order.
+ */
 export class Connection {
   readonly id = randomUUID()
   readonly channels = new Set<string>()
@@ -15,13 +32,91 @@ export class Connection {
   identity: unknown
   /** Channels or `prefix*` patterns this connection may subscribe to, when auth is configured. */
   grants: readonly string[] | undefined
+  /** When the heartbeat pinged this connection and no pong or frame has come back since; 0 if none is due. */
+  pingedAt = 0
 
-  constructor (readonly socket: WebSocket) {}
+  /** Frames waiting for this turn's write: one frame, several, or none. */
+  private pending: Buffer | Buffer[] | undefined
+  /** Since when the socket has had unsent data without draining it; 0 while it keeps up. */
+  private stuckSince = 0
 
-  send (text: string | Buffer): boolean {
+  /**
+   * `writer` is the TCP socket under `socket` when frames may be written to it as prebuilt bytes:
+   * only when no extension (permessage-deflate) is in use, so ws never holds frames of its own.
+   */
+  constructor (readonly socket: WebSocket, private readonly hub: Hub, readonly writer?: Writable) {}
+
+  /** Queues a text frame (a reply, an error) behind the messages already queued. */
+  send (text: string): boolean {
+    return this.enqueue(Buffer.from(text))
+  }
+
+  /**
+   * Queues one message. `frame` is the message's frame built once for every socket; sockets
+   * without a direct writer hand `payload` to ws instead.
+   */
+  enqueue (payload: Buffer, frame?: Buffer): boolean {
     if (this.socket.readyState !== OPEN) return false
-    this.socket.send(text, { binary: false })
+    if (this.writer === undefined) {
+      if (this.isSlow()) {
+        this.hub.closeSlowConsumer(this)
+        return false
+      }
+      this.socket.send(payload, { binary: false })
+      return true
+    }
+    const bytes = frame ?? textFrame(payload)
+    const pending = this.pending
+    if (pending === undefined) {
+      this.pending = bytes
+      this.hub.scheduleFlush(this)
+    } else if (Array.isArray(pending)) {
+      pending.push(bytes)
+    } else {
+      this.pending = [pending, bytes]
+    }
     return true
+  }
+
+  /** Writes what this turn queued, in one corked write. */
+  flush (): void {
+    const pending = this.pending
+    this.pending = undefined
+    if (pending === undefined || this.socket.readyState !== OPEN) return
+    if (this.isSlow()) {
+      this.hub.closeSlowConsumer(this)
+      return
+    }
+    const direct = this.writer as Writable
+    if (!Array.isArray(pending)) {
+      direct.write(pending)
+      return
+    }
+    direct.cork()
+    for (const frame of pending) direct.write(frame)
+    direct.uncork()
+  }
+
+  /** Closes after the frames already queued, so a reply sent just before still arrives first. */
+  close (code: number, reason: string): void {
+    this.flush()
+    this.socket.close(code, reason)
+  }
+
+  private isSlow (): boolean {
+    const unsent = this.socket.bufferedAmount
+    if (unsent === 0) {
+      this.stuckSince = 0
+      return false
+    }
+    if (unsent > this.hub.policy.slowConsumerBytes) return true
+    // Read the clock only when the socket is behind: a healthy socket costs one property read.
+    const now = Date.now()
+    if (this.stuckSince === 0) {
+      this.stuckSince = now
+      return false
+    }
+    return now - this.stuckSince > this.hub.policy.slowConsumerTimeout
   }
 }
 
@@ -36,11 +131,26 @@ export class Hub {
   private readonly listeners = new Map<string, Set<Connection>>()
   /** The latest SUBSCRIBE/UNSUBSCRIBE issued per channel; bus commands run in order. */
   private readonly pending = new Map<string, Promise<void>>()
+  /** Connections with frames queued this turn, written together by one microtask. */
+  private dirty: Connection[] = []
 
-  constructor (private readonly bus: Bus, private readonly log: FastifyBaseLogger) {}
+  constructor (
+    private readonly bus: Bus,
+    private readonly log: FastifyBaseLogger,
+    readonly policy: DeliveryPolicy,
+    private readonly stats: BroadcastStats
+  ) {}
 
-  add (connection: Connection): void {
+  /** Registers a new socket; `direct` is its TCP socket when frames may be written to it as bytes. */
+  open (socket: WebSocket, direct?: Writable): Connection {
+    const connection = new Connection(socket, this, direct)
     this.connections.add(connection)
+    return connection
+  }
+
+  /** How many channels this instance listens on: each is one Redis subscription. */
+  get channelCount (): number {
+    return this.listeners.size
   }
 
   /** Resolves once the connection will receive what is published on `channel` from now on. */
@@ -86,21 +196,77 @@ export class Hub {
     for (const channel of [...connection.channels]) this.leave(connection, channel)
   }
 
-  /** Writes one message, already encoded by its publisher, to every open listener. */
+  /**
+   * Queues one message, already encoded by its publisher, for every open listener. Its frame
+   * is built here once and the same bytes go to every socket.
+   */
   deliver (channel: string | null, payload: Buffer): number {
     const targets = channel === null ? this.connections : this.listeners.get(channel)
-    if (targets === undefined) return 0
+    if (targets === undefined || targets.size === 0) return 0
+    const frame = textFrame(payload)
     let delivered = 0
     for (const connection of targets) {
       try {
-        if (connection.send(payload)) delivered++
+        if (connection.enqueue(payload, frame)) delivered++
       } catch (err) {
-        // One broken socket must not stop the fan-out to the others.
-        this.log.warn({ err, connection: connection.id }, 'dropping a connection that failed a write')
-        this.remove(connection)
-        connection.socket.terminate()
+        this.dropBroken(connection, err)
       }
     }
+    this.stats.messagesOut += delivered
     return delivered
+  }
+
+  scheduleFlush (connection: Connection): void {
+    if (this.dirty.push(connection) === 1) queueMicrotask(this.flush)
+  }
+
+  closeSlowConsumer (connection: Connection): void {
+    this.stats.slowConsumerCloses++
+    this.log.warn({ connection: connection.id, unsent: connection.socket.bufferedAmount }, 'closing a slow consumer (4008)')
+    this.remove(connection)
+    connection.socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer')
+  }
+
+  /**
+   * Closes every connection with `code` and resolves once all are closed; the ones that do not
+   * finish the close handshake within `timeout` ms are terminated.
+   */
+  async closeAll (code: number, reason: string, timeout: number): Promise<void> {
+    const sockets = [...this.connections].map((connection) => {
+      connection.close(code, reason)
+      return connection.socket
+    })
+    const closed = sockets.map(async (socket) => {
+      if (socket.readyState === 3) return
+      await new Promise<void>((resolve) => socket.once('close', () => resolve()))
+    })
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        for (const socket of sockets) socket.terminate()
+        resolve()
+      }, timeout)
+    })
+    await Promise.race([Promise.all(closed), late])
+    clearTimeout(timer)
+  }
+
+  private readonly flush = (): void => {
+    const dirty = this.dirty
+    this.dirty = []
+    for (const connection of dirty) {
+      try {
+        connection.flush()
+      } catch (err) {
+        this.dropBroken(connection, err)
+      }
+    }
+  }
+
+  private dropBroken (connection: Connection, err: unknown): void {
+    // One broken socket must not stop the fan-out to the others.
+    this.log.warn({ err, connection: connection.id }, 'dropping a connection that failed a write')
+    this.remove(connection)
+    connection.socket.terminate()
   }
 }

@@ -4,15 +4,18 @@ import fastifyJwt, { type JWT } from '@fastify/jwt'
 import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { resolveOptions, type RedisBroadcastOptions, type ResolvedOptions } from './options.js'
-import { Hub, type Connection } from './hub.js'
+import { CLOSE_GOING_AWAY, Hub, type Connection } from './hub.js'
 import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
-import { AlreadyRegisteredError, InvalidChannelError } from './errors.js'
+import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, MessageTooLargeError } from './errors.js'
 import type { Bus } from './bus/bus.js'
+import { foreignPayloadReason } from './bus/payload-check.js'
+import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
+import { startHeartbeat } from './heartbeat.js'
 import { BEARER_PROTOCOL, createAuthenticator } from './security/connect-auth.js'
 import { createPublishGuard } from './security/publish-auth.js'
 import { MemoryBus } from './bus/memory.js'
-import { RedisBus } from './bus/redis.js'
+import { reconnectDelay, RedisBus } from './bus/redis.js'
 import websocketRoute from '../routes/websocket.js'
 import publishRoute from '../routes/publish.js'
 import healthRoute from '../routes/health.js'
@@ -28,31 +31,77 @@ declare module 'fastify' {
     broadcast: (data: unknown, options?: BroadcastOptions) => Promise<void>
     /** This instance's open WebSocket connections. */
     broadcastConnections: ReadonlySet<Connection>
+    /** Counters of this instance since it started: connections, messages, faults. */
+    broadcastStats: () => BroadcastStatsSnapshot
   }
 }
 
 const JWT_NAMESPACE = 'broadcast'
+const PROTO_KEY = '"__proto__":'
+// One warning per interval at most: a flood of foreign payloads must not flood the log as well.
+const FOREIGN_LOG_INTERVAL = 10000
 
 const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (fastify, rawOptions) => {
   if (fastify.hasDecorator('broadcast')) throw new AlreadyRegisteredError()
   const options = resolveOptions(rawOptions)
-  const bus = createBus(fastify, options)
-  const hub = new Hub(bus, fastify.log)
+  const stats = new BroadcastStats()
+  const bus = createBus(fastify, options, stats)
+  const hub = new Hub(bus, fastify.log, options, stats)
 
   async function broadcast (data: unknown, { channel }: BroadcastOptions = {}): Promise<void> {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
-    await bus.publish(channel ?? null, encodeMessage(data, channel))
+    const message = encodeMessage(data, channel)
+    const size = Buffer.byteLength(message)
+    if (size > options.maxMessageBytes) throw new MessageTooLargeError(size, options.maxMessageBytes)
+    // Every instance drops payloads with this key as foreign: refuse it here, where the caller hears.
+    if (message.includes(PROTO_KEY)) throw new InvalidDataError('an object key may not be "__proto__"')
+    try {
+      await bus.publish(channel ?? null, message)
+    } catch (err) {
+      stats.publishFailures++
+      throw err
+    }
+    stats.published++
+  }
+
+  let lastForeignLog = 0
+  function onBusMessage (channel: string | null, payload: Buffer): void {
+    stats.messagesIn++
+    const foreign = foreignPayloadReason(payload, options.maxMessageBytes)
+    if (foreign === undefined) {
+      hub.deliver(channel, payload)
+      return
+    }
+    stats.droppedForeignPayloads++
+    const now = Date.now()
+    if (now - lastForeignLog < FOREIGN_LOG_INTERVAL) return
+    lastForeignLog = now
+    fastify.log.warn({ channel, reason: foreign, bytes: payload.length, dropped: stats.droppedForeignPayloads },
+      'dropped a payload on a plugin channel that is not a plugin message')
   }
 
   fastify.decorate('broadcast', broadcast)
   fastify.decorate('broadcastConnections', hub.connections)
+  fastify.decorate('broadcastStats', () => stats.snapshot(hub.connections.size))
 
+  let stopHeartbeat = (): void => {}
   fastify.addHook('onReady', async () => {
-    await bus.start((channel, payload) => hub.deliver(channel, payload))
+    await bus.start(onBusMessage)
+    if (options.heartbeatInterval > 0) {
+      stopHeartbeat = startHeartbeat(hub.connections,
+        { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
+        (connection) => {
+          stats.heartbeatTimeouts++
+          fastify.log.info({ connection: connection.id }, 'terminating a connection that missed its pong')
+          hub.remove(connection)
+          connection.socket.terminate()
+        })
+    }
     fastify.log.info({ bus: bus.kind }, `fastify-redis-broadcast: using the ${bus.kind === 'redis' ? 'Redis' : 'in-process'} bus`)
   })
   fastify.addHook('preClose', async () => {
-    for (const connection of hub.connections) connection.socket.close(1001, 'server shutting down')
+    stopHeartbeat()
+    await hub.closeAll(CLOSE_GOING_AWAY, 'server shutting down', options.closeTimeout)
   })
   fastify.addHook('onClose', async () => {
     await bus.close()
@@ -71,14 +120,18 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   }
 
   if (!fastify.hasDecorator('websocketServer')) {
+    const serverOptions = {
+      maxPayload: options.maxPayload,
+      // A peer that never answers a close frame is cut off after this long, not ws's 30 s.
+      // (ws ≥ 8.19 reads it; @types/ws does not list it yet, hence the variable.)
+      closeTimeout: options.closeTimeout,
+      // ws checks maxPayload against the inflated size, so compression cannot smuggle big frames.
+      perMessageDeflate: options.compression,
+      // Browsers send their token as `['bearer', token]` and require one protocol echoed back.
+      handleProtocols: (protocols: Set<string>) => protocols.has(BEARER_PROTOCOL) ? BEARER_PROTOCOL : false
+    }
     await fastify.register(websocket, {
-      options: {
-        maxPayload: options.maxPayload,
-        // ws checks maxPayload against the inflated size, so compression cannot smuggle big frames.
-        perMessageDeflate: options.compression,
-        // Browsers send their token as `['bearer', token]` and require one protocol echoed back.
-        handleProtocols: (protocols) => protocols.has(BEARER_PROTOCOL) ? BEARER_PROTOCOL : false
-      },
+      options: serverOptions,
       // Sockets are closed with 1001 by this plugin's own preClose hook.
       preClose: function (done) { this.websocketServer.close(() => done()) },
       errorHandler: (err, socket, request) => {
@@ -100,8 +153,11 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
         maxConnections: options.maxConnections,
         maxConnectionsPerIp: options.maxConnectionsPerIp,
         frameRate: options.clientFrameRate,
-        frameBurst: options.clientFrameBurst
+        frameBurst: options.clientFrameBurst,
+        byteRate: options.clientByteRate,
+        byteBurst: Math.max(2 * options.maxPayload, options.clientByteRate)
       },
+      heartbeat: options.heartbeatInterval > 0,
       rateLimit: options.rateLimit.upgrade
     })
   }
@@ -118,8 +174,16 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   }
 }
 
-function createBus (fastify: FastifyInstance, options: ResolvedOptions): Bus {
-  const common = { prefix: options.redisPrefix, readyTimeout: options.redisReadyTimeout, log: fastify.log }
+function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: BroadcastStats): Bus {
+  const common = {
+    prefix: options.redisPrefix,
+    readyTimeout: options.redisReadyTimeout,
+    commandTimeout: options.publishTimeout,
+    probeInterval: options.probeInterval,
+    probeTimeout: options.probeTimeout,
+    stats,
+    log: fastify.log
+  }
   const { redis } = options
   if (redis instanceof Redis) return new RedisBus({ ...common, publisher: redis, ownsPublisher: false })
   if (redis !== undefined) {
@@ -128,7 +192,11 @@ function createBus (fastify: FastifyInstance, options: ResolvedOptions): Bus {
       // the caller gets a 503 rather than a 202 for a message that may never be sent.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
-      retryStrategy: (attempt: number) => Math.min(50 * 2 ** attempt, 1000),
+      // A PUBLISH in flight when the link broke was answered 503: never send it again later.
+      autoResendUnfulfilledCommands: false,
+      // Concurrent publishes share one round trip.
+      enableAutoPipelining: true,
+      retryStrategy: reconnectDelay,
       connectionName: 'fastify-redis-broadcast:publisher'
     }
     const publisher = typeof redis === 'string' ? new Redis(redis, settings) : new Redis({ ...redis, ...settings })
@@ -151,4 +219,5 @@ export type { Connection } from './hub.js'
 export type { ConnectionAuth, Authorize } from './security/connect-auth.js'
 export type { CanSubscribe } from './options.js'
 export type { Bus, BusHealth, BusMessageHandler } from './bus/bus.js'
+export type { BroadcastStatsSnapshot } from './stats.js'
 export * as errors from './errors.js'

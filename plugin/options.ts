@@ -40,6 +40,16 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 0, description: 'Open WebSockets per client address and instance (0: no limit)' }),
   clientFrameRate: Type.Number({ exclusiveMinimum: 0, default: 200, description: 'Client frames per second per connection, sustained' }),
   clientFrameBurst: Type.Integer({ minimum: 1, default: 200, description: 'Client frames a connection may send at once' }),
+  publishTimeout: Type.Integer({ minimum: 1, default: 1000, description: 'Longest wait for Redis to take a publish or a subscribe before it fails with 503, in milliseconds' }),
+  maxMessageBytes: Type.Integer({ minimum: 64, default: 1048576, description: 'Largest encoded message broadcast() accepts and the bus forwards, in bytes' }),
+  slowConsumerBytes: Type.Integer({ minimum: 1, default: 1048576, description: 'Unsent bytes a connection may hold before it is closed with 4008' }),
+  slowConsumerTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a connection may keep unsent data without draining before it is closed with 4008, in milliseconds' }),
+  heartbeatInterval: Type.Integer({ minimum: 0, default: 30000, description: 'How often every connection is pinged, in milliseconds (0: never)' }),
+  heartbeatTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long a ping may go unanswered before the connection is terminated, in milliseconds' }),
+  probeInterval: Type.Integer({ minimum: 0, default: 30000, description: 'How often the Redis subscriber connection is probed, in milliseconds (0: never)' }),
+  probeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a probe may take before the subscriber connection is torn down and reopened, in milliseconds' }),
+  closeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a closing connection may take to answer the close handshake before it is terminated, in milliseconds' }),
+  clientByteRate: Type.Integer({ minimum: 1, default: 65536, description: 'Bytes per second a client may send, sustained (bursts up to twice maxPayload)' }),
   rateLimit: Type.Object({
     upgrade: Type.Optional(RateLimit),
     publish: Type.Optional(RateLimit)

@@ -3,16 +3,24 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { Bus } from '../plugin/bus/bus.js'
 
 const BusKind = Type.Union([Type.Literal('redis'), Type.Literal('memory')])
+const Checks = Type.Record(Type.String(), Type.String(), {
+  description: 'State of each part: publisher and subscriber connections, last probe of the subscriber'
+})
 
 export const HealthOk = Type.Object({
   status: Type.Literal('ok'),
-  bus: BusKind
+  bus: BusKind,
+  checks: Checks
 })
 
 export const HealthUnavailable = Type.Object({
-  status: Type.Literal('unavailable'),
+  status: Type.Union([Type.Literal('degraded'), Type.Literal('unavailable')], {
+    description: 'degraded: part of the bus works; unavailable: none of it does'
+  }),
   bus: BusKind,
-  reason: Type.String()
+  reason: Type.String(),
+  reasons: Type.Array(Type.String()),
+  checks: Checks
 })
 
 interface HealthRouteOptions {
@@ -20,14 +28,14 @@ interface HealthRouteOptions {
   bus: Bus
 }
 
-/** GET <path>: 200 while the bus can carry messages, 503 with the reason when it cannot. */
+/** GET <path>: 200 while the bus can carry messages, 503 with the reasons when it cannot. */
 const healthRoute: FastifyPluginAsync<HealthRouteOptions> = async (fastify, { path, bus }) => {
   fastify.get(path, {
     schema: { response: { 200: HealthOk, 503: HealthUnavailable } }
   }, async (request, reply) => {
-    const health = bus.health()
-    if (health.ready) return { status: 'ok', bus: bus.kind }
-    return reply.code(503).send({ status: 'unavailable', bus: bus.kind, reason: health.reason })
+    const { state, reasons, checks } = bus.health()
+    if (state === 'ok') return { status: 'ok', bus: bus.kind, checks }
+    return reply.code(503).send({ status: state, bus: bus.kind, reason: reasons.join('; '), reasons, checks })
   })
 }
 

@@ -14,6 +14,9 @@ export const PublishAccepted = Type.Object({
   status: Type.Literal('accepted')
 })
 
+// ioredis retries a lost connection at least once a second.
+const RETRY_AFTER_SECONDS = '1'
+
 interface PublishRouteOptions {
   path: string
   bodyLimit: number
@@ -38,7 +41,13 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
     }
   }, async (request, reply) => {
     const { channel, data } = request.body
-    await fastify.broadcast(data, { channel })
+    try {
+      await fastify.broadcast(data, { channel })
+    } catch (err) {
+      // The bus is down or slow: tell the publisher when a retry is worth it.
+      if ((err as { statusCode?: number }).statusCode === 503) reply.header('retry-after', RETRY_AFTER_SECONDS)
+      throw err
+    }
     return reply.code(202).send({ status: 'accepted' })
   })
 }

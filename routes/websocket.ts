@@ -3,7 +3,8 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { WebSocket } from 'ws'
 import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
-import { Connection, type Hub } from '../plugin/hub.js'
+import type { Connection, Hub } from '../plugin/hub.js'
+import { markAlive } from '../plugin/heartbeat.js'
 import {
   errorFrame, isWireError, parseClientFrame, PONG_FRAME, REFRESHED_FRAME, subscribedFrame, toWireError, unsubscribedFrame
 } from '../plugin/frames.js'
@@ -33,6 +34,8 @@ export const WebsocketQuery = Type.Object({
 export const CLOSE_TOKEN_EXPIRED = 4401
 export const CLOSE_POLICY_VIOLATION = 1008
 
+const OPEN = 1
+
 // setTimeout keeps at most a 32-bit delay; a later expiry is re-armed when it fires.
 const MAX_TIMER_DELAY = 2 ** 31 - 1
 
@@ -42,6 +45,9 @@ export interface ConnectionLimits {
   maxConnectionsPerIp: number
   frameRate: number
   frameBurst: number
+  /** Bytes per second a client may send, counted on the TCP stream, so fragments count too. */
+  byteRate: number
+  byteBurst: number
 }
 
 interface WebsocketRouteOptions {
@@ -51,12 +57,14 @@ interface WebsocketRouteOptions {
   canSubscribe: CanSubscribe | undefined
   originPolicy: OriginPolicy
   limits: ConnectionLimits
+  /** Whether the heartbeat runs, so pongs must be noted. */
+  heartbeat: boolean
   rateLimit: RateLimitSetting | undefined
 }
 
 /** GET <path>: checks a client before the upgrade, then speaks the frame protocol of README.md. */
 const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instance, options) => {
-  const { path, hub, authenticator, canSubscribe, originPolicy, limits } = options
+  const { path, hub, authenticator, canSubscribe, originPolicy, limits, heartbeat } = options
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   const config = await enableRateLimit(instance, options.rateLimit)
   const authOf = new WeakMap<FastifyRequest, ConnectionAuth | undefined>()
@@ -108,12 +116,15 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
   }, (socket: WebSocket, request) => {
     // Track the socket and attach its listeners before anything awaits: a frame that
     // arrived before a late listener would be lost.
-    const connection = new Connection(socket)
+    const tcp = request.raw.socket
+    // Prebuilt frames go straight to the TCP socket unless an extension (compression) must
+    // transform each one, in which case ws frames them.
+    const connection = hub.open(socket, socket.extensions === '' ? tcp : undefined)
     const auth = authOf.get(request)
     connection.identity = auth?.identity
     connection.grants = auth?.channels
-    hub.add(connection)
     const frames = new TokenBucket(limits.frameRate, limits.frameBurst)
+    const bytes = new TokenBucket(limits.byteRate, limits.byteBurst)
     let expiry: NodeJS.Timeout | undefined
     armExpiry(auth?.expiresAt)
 
@@ -122,10 +133,19 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
       hub.remove(connection)
     })
     socket.on('error', () => hub.remove(connection))
+    if (heartbeat) socket.on('pong', () => markAlive(connection))
+    // ws keeps every fragment of a message until the last one: a flood of tiny fragments costs
+    // memory and CPU without ever making a message, so the raw bytes have a budget too.
+    tcp.on('data', (chunk: Buffer) => {
+      if (bytes.take(Date.now(), chunk.length) || socket.readyState !== OPEN) return
+      hub.remove(connection)
+      connection.close(CLOSE_POLICY_VIOLATION, 'too much data')
+    })
     socket.on('message', (raw, isBinary) => {
+      markAlive(connection)
       if (!frames.take()) {
         hub.remove(connection)
-        socket.close(CLOSE_POLICY_VIOLATION, 'too many frames')
+        connection.close(CLOSE_POLICY_VIOLATION, 'too many frames')
         return
       }
       const frame = parseClientFrame(raw, isBinary)
@@ -159,7 +179,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
         /* c8 ignore next -- only an expiry beyond setTimeout's 24.8-day limit wakes early */
         if (Date.now() < expiresAt) return armExpiry(expiresAt)
         hub.remove(connection)
-        socket.close(CLOSE_TOKEN_EXPIRED, 'token expired')
+        connection.close(CLOSE_TOKEN_EXPIRED, 'token expired')
       }, Math.min(Math.max(delay, 0), MAX_TIMER_DELAY))
     }
 

@@ -33,7 +33,7 @@ for (const [kind, create] of Object.entries(factories)) {
     }
 
     t.equal(bus.kind, kind)
-    t.same(bus.health(), { ready: true }, 'is ready once started')
+    t.match(bus.health(), { state: 'ok', reasons: [] }, 'is ready once started')
     t.same(await bus.publish('news', 'before any subscriber'), undefined, 'publishing to nobody is fine')
 
     t.test('delivers a subscribed channel, byte for byte', async (t) => {
@@ -78,8 +78,8 @@ for (const [kind, create] of Object.entries(factories)) {
 
     t.test('refuses to publish once closed', async (t) => {
       await bus.close()
-      t.equal(bus.health().ready, false)
-      t.match(bus.health().reason, /clos/)
+      t.equal(bus.health().state, 'unavailable')
+      t.match(bus.health().reasons, [/clos/])
       await t.rejects(bus.publish('news', 'late'), { code: 'FRB_BUS_UNAVAILABLE', statusCode: 503 })
       await t.rejects(bus.subscribe('late'), { code: 'FRB_BUS_UNAVAILABLE' })
       await bus.unsubscribe('news')
@@ -92,9 +92,13 @@ for (const [kind, create] of Object.entries(factories)) {
 t.test('a Redis bus that has not started says why it is not ready', async (t) => {
   const publisher = redis.client()
   const bus = new RedisBus({ publisher, ownsPublisher: false, prefix: 'conf:', readyTimeout: 5000, log })
-  t.match(bus.health(), { ready: false, reason: /Redis (publisher connection is connecting|subscriber connection is not started)/ })
+  t.match(bus.health().reasons.join('; '), /Redis (publisher connection is connecting|subscriber connection is not started)/)
   await publisher.ping()
-  t.same(bus.health(), { ready: false, reason: 'Redis subscriber connection is not started' })
+  t.same(bus.health(), {
+    state: 'degraded',
+    reasons: ['Redis subscriber connection is not started'],
+    checks: { publisher: 'ready', subscriber: 'not started' }
+  }, 'a publisher alone is a degraded bus')
   await bus.close()
   t.equal(publisher.status, 'ready', 'a publisher it does not own stays open')
 })

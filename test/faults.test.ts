@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
@@ -25,7 +26,8 @@ t.test('a socket whose write fails is dropped alone; the others still receive', 
   const clients = await Promise.all([connect('?channels=c'), connect('?channels=c'), connect('?channels=c')])
   await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
   const [broken] = [...app.broadcastConnections]
-  broken.socket.send = () => { throw new Error('write failed') }
+  const writer = broken.writer as Writable
+  writer.write = () => { throw new Error('write failed') }
   await publish({ channel: 'c', data: 1 })
   await publish({ channel: 'c', data: 2 })
   const outcomes = await Promise.all(clients.map(async (client) => await Promise.race([

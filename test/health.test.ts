@@ -12,7 +12,11 @@ t.test('/health says which bus serves the instance', async (t) => {
   for (const [app, bus] of [[memory, 'memory'], [onRedis, 'redis']] as const) {
     const response = await fetch(`${app.url}/health`)
     t.equal(response.status, 200)
-    t.same(await response.json(), { status: 'ok', bus })
+    t.same(await response.json(), {
+      status: 'ok',
+      bus,
+      checks: bus === 'memory' ? { bus: 'running' } : { publisher: 'ready', subscriber: 'ready' }
+    })
   }
 })
 

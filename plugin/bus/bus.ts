@@ -6,7 +6,9 @@
  * - `subscribe` resolves once messages published afterwards on that channel will arrive;
  * - a message is delivered only for channels that are subscribed (and always for `null`);
  * - messages published from one instance arrive in publish order;
- * - the payload arrives as the exact bytes that were published.
+ * - the payload arrives as the exact bytes that were published;
+ * - `publish` resolves only once the transport has taken the message, and rejects with
+ *   FRB_BUS_UNAVAILABLE (503) otherwise, promptly: it never waits for a connection to come back.
  */
 export interface Bus {
   readonly kind: 'redis' | 'memory'
@@ -21,6 +23,10 @@ export interface Bus {
 export type BusMessageHandler = (channel: string | null, payload: Buffer) => void
 
 export interface BusHealth {
-  ready: boolean
-  reason?: string
+  /** ok: carries messages; degraded: part of it is down; unavailable: nothing works. */
+  state: 'ok' | 'degraded' | 'unavailable'
+  /** What is wrong, one entry per part at fault; empty when ok. */
+  reasons: string[]
+  /** The state of each part, for operators. */
+  checks: Record<string, string>
 }

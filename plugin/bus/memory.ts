@@ -28,7 +28,9 @@ export class MemoryBus implements Bus {
   }
 
   health (): BusHealth {
-    return this.onMessage === undefined ? { ready: false, reason: 'the in-process bus is closed' } : { ready: true }
+    return this.onMessage === undefined
+      ? { state: 'unavailable', reasons: ['the in-process bus is closed'], checks: { bus: 'closed' } }
+      : { state: 'ok', reasons: [], checks: { bus: 'running' } }
   }
 
   async close (): Promise<void> {

@@ -2,6 +2,8 @@ import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Bus, BusHealth, BusMessageHandler } from './bus.js'
 import { BusUnavailableError } from '../errors.js'
+import type { BroadcastStats } from '../stats.js'
+import { withTimeout } from '../timeout.js'
 
 export interface RedisBusOptions {
   /** Publishes and runs commands; may belong to the user. */
@@ -12,13 +14,29 @@ export interface RedisBusOptions {
   prefix: string
   /** How long `start()` waits for Redis before failing the boot. */
   readyTimeout: number
+  /** How long a publish or subscribe may wait for Redis before it fails with 503. */
+  commandTimeout?: number
+  /** How often the subscriber connection is probed; 0 turns the probe off. */
+  probeInterval?: number
+  /** How long a probe may take before the subscriber connection is torn down and reopened. */
+  probeTimeout?: number
+  stats?: BroadcastStats
   log: FastifyBaseLogger
+}
+
+/** Reconnect quickly and often: a lost subscriber loses messages for as long as it is away. */
+export function reconnectDelay (attempt: number): number {
+  return Math.min(50 * 2 ** attempt, 1000)
 }
 
 /**
  * Redis Pub/Sub between instances. Publishing goes through the normal client; receiving goes
  * through a duplicate in subscriber mode, which can run no other command, so the long-lived
  * subscription never sits in front of a request's PUBLISH.
+ *
+ * The bus keeps its own list of subscribed channels and re-applies it whenever the subscriber
+ * connection comes back, and it probes that connection: a link that died without a FIN (a
+ * half-open TCP connection, a stalled proxy) would otherwise look healthy while nothing arrives.
  */
 export class RedisBus implements Bus {
   readonly kind = 'redis'
@@ -28,8 +46,20 @@ export class RedisBus implements Bus {
   private readonly channelPrefix: string
   private readonly allChannel: string
   private readonly readyTimeout: number
+  private readonly commandTimeout: number
+  private readonly probeInterval: number
+  private readonly probeTimeout: number
+  private readonly stats: BroadcastStats | undefined
   private readonly log: FastifyBaseLogger
+  /** Redis names of the channels this instance listens on, besides the broadcast-to-all one. */
+  private readonly subscribed = new Set<string>()
   private closing = false
+  private everReady = false
+  /** When the subscriber connection was lost; 0 while it is up. */
+  private lostAt = 0
+  private probeTimer: NodeJS.Timeout | undefined
+  private probing = false
+  private lastProbe: { ok: boolean, at: number, detail: string } | undefined
 
   constructor (options: RedisBusOptions) {
     this.publisher = options.publisher
@@ -37,6 +67,10 @@ export class RedisBus implements Bus {
     this.channelPrefix = `${options.prefix}c:`
     this.allChannel = `${options.prefix}all`
     this.readyTimeout = options.readyTimeout
+    this.commandTimeout = options.commandTimeout ?? 1000
+    this.probeInterval = options.probeInterval ?? 30000
+    this.probeTimeout = options.probeTimeout ?? 5000
+    this.stats = options.stats
     this.log = options.log
     if (this.ownsPublisher) this.publisher.on('error', this.onClientError)
   }
@@ -45,13 +79,17 @@ export class RedisBus implements Bus {
     const subscriber = this.publisher.duplicate({
       // Subscriptions issued while reconnecting must wait for the connection, not fail.
       enableOfflineQueue: true,
-      autoResubscribe: true,
+      // The bus re-subscribes from its own list when the connection is back (onSubscriberReady).
+      autoResubscribe: false,
       lazyConnect: false,
       maxRetriesPerRequest: null,
+      retryStrategy: reconnectDelay,
       connectionName: 'fastify-redis-broadcast:subscriber'
     })
     this.subscriber = subscriber
     subscriber.on('error', this.onClientError)
+    subscriber.on('ready', () => this.onSubscriberReady(subscriber))
+    subscriber.on('close', () => this.onSubscriberLost())
     subscriber.on('messageBuffer', (redisChannel: Buffer, payload: Buffer) => {
       const name = redisChannel.toString('latin1')
       if (name === this.allChannel) onMessage(null, payload)
@@ -61,61 +99,132 @@ export class RedisBus implements Bus {
       subscriber.subscribe(this.allChannel),
       waitForReady(this.publisher)
     ])
-    let timer: NodeJS.Timeout | undefined
-    const timeout = new Promise<never>((resolve, reject) => {
-      timer = setTimeout(() => reject(new BusUnavailableError(
-        `Redis did not become ready within ${this.readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.status})`
-      )), this.readyTimeout)
-    })
     try {
-      await Promise.race([ready, timeout])
+      await withTimeout(ready, this.readyTimeout, () => new BusUnavailableError(
+        `Redis did not become ready within ${this.readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.status})`
+      ))
     } catch (err) {
-      ready.catch(() => {})
       await this.close()
       throw err
-    } finally {
-      clearTimeout(timer)
+    }
+    if (this.probeInterval > 0) {
+      this.probeTimer = setInterval(() => { void this.probe() }, this.probeInterval)
+      this.probeTimer.unref()
     }
   }
 
   async publish (channel: string | null, payload: string): Promise<void> {
+    // A client's offline queue would hold the message until Redis is back, or forever: refuse
+    // now instead, so a 2xx always means Redis took the message.
+    if (this.publisher.status !== 'ready') {
+      throw new BusUnavailableError(`the Redis publisher connection is ${this.publisher.status}`)
+    }
     try {
-      await this.publisher.publish(this.redisName(channel), payload)
+      await withTimeout(this.publisher.publish(this.redisName(channel), payload), this.commandTimeout, () =>
+        new BusUnavailableError(`Redis did not confirm the publish within ${this.commandTimeout} ms`))
     } catch (err) {
-      throw new BusUnavailableError((err as Error).message)
+      throw toBusError(err)
     }
   }
 
   async subscribe (channel: string): Promise<void> {
     const subscriber = this.requireSubscriber()
+    const name = this.redisName(channel)
+    this.subscribed.add(name)
     try {
-      await subscriber.subscribe(this.redisName(channel))
+      await withTimeout(subscriber.subscribe(name), this.commandTimeout, () =>
+        new BusUnavailableError(`Redis did not confirm the subscription within ${this.commandTimeout} ms`))
     } catch (err) {
-      throw new BusUnavailableError((err as Error).message)
+      throw toBusError(err)
     }
   }
 
   async unsubscribe (channel: string): Promise<void> {
+    const name = this.redisName(channel)
+    this.subscribed.delete(name)
     // Sockets still closing after the bus has shut down have nothing left to unsubscribe from.
     if (this.subscriber === undefined) return
-    await this.subscriber.unsubscribe(this.redisName(channel))
+    await this.subscriber.unsubscribe(name)
   }
 
   health (): BusHealth {
-    if (this.closing) return { ready: false, reason: 'the bus is closing' }
-    if (this.publisher.status !== 'ready') return { ready: false, reason: `Redis publisher connection is ${this.publisher.status}` }
-    const subscriberStatus = this.subscriber?.status ?? 'not started'
-    if (subscriberStatus !== 'ready') return { ready: false, reason: `Redis subscriber connection is ${subscriberStatus}` }
-    return { ready: true }
+    const publisher = this.publisher.status
+    const subscriber = this.subscriber?.status ?? 'not started'
+    const checks: Record<string, string> = { publisher, subscriber }
+    if (this.lastProbe !== undefined) checks.probe = this.lastProbe.detail
+    if (this.closing) return { state: 'unavailable', reasons: ['the bus is closing'], checks }
+    const reasons: string[] = []
+    if (publisher !== 'ready') reasons.push(`Redis publisher connection is ${publisher}`)
+    if (subscriber !== 'ready') reasons.push(`Redis subscriber connection is ${subscriber}`)
+    else if (this.lastProbe?.ok === false) reasons.push(`Redis subscriber probe failed: ${this.lastProbe.detail}`)
+    if (reasons.length === 0) return { state: 'ok', reasons, checks }
+    const nothingWorks = publisher !== 'ready' && subscriber !== 'ready'
+    return { state: nothingWorks ? 'unavailable' : 'degraded', reasons, checks }
   }
 
   async close (): Promise<void> {
     if (this.closing) return
     this.closing = true
+    clearInterval(this.probeTimer)
     const subscriber = this.subscriber
     this.subscriber = undefined
     if (subscriber !== undefined) await quit(subscriber)
     if (this.ownsPublisher) await quit(this.publisher)
+  }
+
+  /**
+   * One round trip on the subscriber connection. A probe that does not come back in time, or a
+   * connection stuck in its handshake, is torn down so ioredis opens a fresh one.
+   */
+  private async probe (): Promise<void> {
+    const subscriber = this.subscriber
+    if (subscriber === undefined || this.probing) return
+    const started = Date.now()
+    if (subscriber.status === 'ready') {
+      this.probing = true
+      try {
+        await withTimeout(subscriber.ping(), this.probeTimeout, () => new Error(`no reply within ${this.probeTimeout} ms`))
+        this.lastProbe = { ok: true, at: Date.now(), detail: `ok in ${Date.now() - started} ms` }
+      } catch (err) {
+        this.probeFailed(subscriber, (err as Error).message)
+      } finally {
+        this.probing = false
+      }
+    } else if (subscriber.status === 'connect' && this.lostAt !== 0 && started - this.lostAt > this.probeTimeout) {
+      // TCP is up but the handshake never finished: ioredis's connectTimeout covers only the TCP part.
+      this.probeFailed(subscriber, `handshake not finished after ${started - this.lostAt} ms`)
+    }
+  }
+
+  private probeFailed (subscriber: Redis, detail: string): void {
+    if (this.closing) return
+    this.lastProbe = { ok: false, at: Date.now(), detail }
+    if (this.stats !== undefined) this.stats.probeFailures++
+    this.log.warn({ detail }, 'redis subscriber probe failed: reopening the connection')
+    // destroy(), not end(): a half-open link never answers the FIN that end() waits for.
+    subscriber.stream.destroy()
+  }
+
+  private onSubscriberReady (subscriber: Redis): void {
+    if (!this.everReady) {
+      this.everReady = true
+      this.lostAt = 0
+      return
+    }
+    const downtime = Date.now() - this.lostAt
+    this.lostAt = 0
+    if (this.stats !== undefined) this.stats.subscriberReconnects++
+    this.log.warn({ channels: this.subscribed.size + 1, downtime },
+      'redis subscriber reconnected: re-subscribing; messages published while it was away were not received')
+    subscriber.subscribe(this.allChannel, ...this.subscribed).catch((err: unknown) => {
+      this.log.error({ err }, 're-subscribing after a reconnect failed')
+    })
+  }
+
+  private onSubscriberLost (): void {
+    if (this.closing || this.lostAt !== 0) return
+    this.lostAt = Date.now()
+    if (this.everReady) this.log.warn('redis subscriber connection lost: reconnecting')
   }
 
   private redisName (channel: string | null): string {
@@ -132,6 +241,11 @@ export class RedisBus implements Bus {
     // while closing are the expected end of the connection.
     if (!this.closing) this.log.warn({ err }, 'redis connection error')
   }
+}
+
+function toBusError (err: unknown): Error {
+  if (err instanceof BusUnavailableError) return err
+  return new BusUnavailableError((err as Error).message)
 }
 
 async function waitForReady (client: Redis): Promise<void> {

@@ -1,6 +1,6 @@
 /**
- * A token bucket for client frames: `burst` frames at once, refilled at `perSecond`. Cheap
- * enough to run on every frame: two numbers per connection, no timers.
+ * A token bucket: `burst` tokens at once, refilled at `perSecond`. Cheap enough to run on every
+ * frame or chunk: two numbers per connection, no timers.
  */
 export class TokenBucket {
   private tokens: number
@@ -11,11 +11,12 @@ export class TokenBucket {
     this.updatedAt = now
   }
 
-  take (now = Date.now()): boolean {
+  /** Takes `count` tokens (a frame, or a chunk's bytes); false when there are not enough. */
+  take (now = Date.now(), count = 1): boolean {
     this.tokens = Math.min(this.burst, this.tokens + ((now - this.updatedAt) / 1000) * this.perSecond)
     this.updatedAt = now
-    if (this.tokens < 1) return false
-    this.tokens -= 1
+    if (this.tokens < count) return false
+    this.tokens -= count
     return true
   }
 }

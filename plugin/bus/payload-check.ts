@@ -1,0 +1,24 @@
+import { isUtf8 } from 'node:buffer'
+
+// Anyone who can PUBLISH on the plugin's Redis channels can reach every client. Before a payload
+// is forwarded, a check that costs a few byte comparisons and two native scans (no JSON parse)
+// makes sure it has the shape encodeMessage() gives every message.
+
+const MESSAGE_START = Buffer.from('{"type":"message",')
+const CLOSING_BRACE = 0x7d
+// Fastify refuses request bodies with these keys; a message carrying one did not come through us.
+const PROTO_KEY = Buffer.from('"__proto__":')
+
+/** Why `payload` is not one of the plugin's messages, or undefined when it is. */
+export function foreignPayloadReason (payload: Buffer, maxBytes: number): string | undefined {
+  if (payload.length > maxBytes) return `larger than ${maxBytes} bytes`
+  if (payload.length < MESSAGE_START.length + 1 ||
+    payload.compare(MESSAGE_START, 0, MESSAGE_START.length, 0, MESSAGE_START.length) !== 0 ||
+    payload[payload.length - 1] !== CLOSING_BRACE) {
+    return 'not a message frame'
+  }
+  if (payload.includes(PROTO_KEY)) return 'carries a __proto__ key'
+  // A text frame must be valid UTF-8, or every client that receives it closes with 1007.
+  if (!isUtf8(payload)) return 'not valid UTF-8'
+  return undefined
+}

@@ -1,0 +1,53 @@
+/**
+ * What this instance has seen since it started. Plain numbers, bumped on the hot path without
+ * allocation; `snapshot()` gives a copy for health checks, logs or a metrics exporter.
+ */
+export class BroadcastStats {
+  /** Messages this instance handed to the bus (publish route and `broadcast()`). */
+  published = 0
+  /** Publishes the bus refused or did not confirm in time (answered 503 / rejected). */
+  publishFailures = 0
+  /** Messages that arrived from the bus. */
+  messagesIn = 0
+  /** Frames queued for delivery to client sockets (one per message and recipient). */
+  messagesOut = 0
+  /** Payloads on the plugin's Redis channels that were not the plugin's messages. */
+  droppedForeignPayloads = 0
+  /** Connections closed with 4008 because they did not read fast enough. */
+  slowConsumerCloses = 0
+  /** Connections terminated because they did not answer a ping in time. */
+  heartbeatTimeouts = 0
+  /** Times the Redis subscriber connection came back after it had been lost. */
+  subscriberReconnects = 0
+  /** Probes of the subscriber connection that failed or timed out. */
+  probeFailures = 0
+
+  /** `connections`: the open WebSocket connections right now. */
+  snapshot (connections: number): BroadcastStatsSnapshot {
+    return {
+      connections,
+      published: this.published,
+      publishFailures: this.publishFailures,
+      messagesIn: this.messagesIn,
+      messagesOut: this.messagesOut,
+      droppedForeignPayloads: this.droppedForeignPayloads,
+      slowConsumerCloses: this.slowConsumerCloses,
+      heartbeatTimeouts: this.heartbeatTimeouts,
+      subscriberReconnects: this.subscriberReconnects,
+      probeFailures: this.probeFailures
+    }
+  }
+}
+
+export interface BroadcastStatsSnapshot {
+  connections: number
+  published: number
+  publishFailures: number
+  messagesIn: number
+  messagesOut: number
+  droppedForeignPayloads: number
+  slowConsumerCloses: number
+  heartbeatTimeouts: number
+  subscriberReconnects: number
+  probeFailures: number
+}
