@@ -168,8 +168,8 @@ export class RedisBus implements Bus {
     clearInterval(this.probeTimer)
     const subscriber = this.subscriber
     this.subscriber = undefined
-    if (subscriber !== undefined) await quit(subscriber)
-    if (this.ownsPublisher) await quit(this.publisher)
+    if (subscriber !== undefined) await quit(subscriber, this.commandTimeout)
+    if (this.ownsPublisher) await quit(this.publisher, this.commandTimeout)
   }
 
   /**
@@ -253,8 +253,10 @@ async function waitForReady (client: Redis): Promise<void> {
   await new Promise<void>((resolve) => client.once('ready', resolve))
 }
 
-async function quit (client: Redis): Promise<void> {
-  // QUIT lets Redis finish what is in flight; a connection that breaks meanwhile is dropped below.
-  if (client.status === 'ready') await Promise.allSettled([client.quit()])
+async function quit (client: Redis, timeout: number): Promise<void> {
+  // QUIT lets Redis finish what is in flight; a link that broke or went silent is dropped below.
+  if (client.status === 'ready') {
+    await Promise.allSettled([withTimeout(client.quit(), timeout, () => new Error('QUIT timed out'))])
+  }
   client.disconnect()
 }

@@ -5,8 +5,12 @@ import { TestClient } from './client.js'
 
 export type BusKind = 'redis' | 'memory'
 
+export interface LogLine { level: number, msg: string, [key: string]: unknown }
+
 export interface TestApp {
   app: FastifyInstance
+  /** What the app logged at warn level and above, parsed. */
+  logs: LogLine[]
   /** http://127.0.0.1:<port> */
   url: string
   connect (query?: string): Promise<TestClient>
@@ -18,7 +22,15 @@ export interface TestApp {
  * every client it opened.
  */
 export async function build (t: Test, options: RedisBroadcastOptions = {}): Promise<TestApp> {
-  const app = Fastify({ logger: { level: process.env.TEST_LOG_LEVEL ?? 'silent' } })
+  const logs: LogLine[] = []
+  const echo = process.env.TEST_LOG_LEVEL !== undefined
+  const stream = {
+    write (line: string) {
+      logs.push(JSON.parse(line) as LogLine)
+      if (echo) process.stderr.write(line)
+    }
+  }
+  const app = Fastify({ logger: { level: process.env.TEST_LOG_LEVEL ?? 'warn', stream } })
   const clients: TestClient[] = []
   t.teardown(async () => {
     await Promise.all(clients.map((client) => client.close()))
@@ -30,6 +42,7 @@ export async function build (t: Test, options: RedisBroadcastOptions = {}): Prom
   const url = `http://127.0.0.1:${port}`
   return {
     app,
+    logs,
     url,
     async connect (query = '') {
       const client = await TestClient.connect(`ws://127.0.0.1:${port}/ws${query}`)
