@@ -37,6 +37,7 @@ declare module 'fastify' {
 }
 
 const JWT_NAMESPACE = 'broadcast'
+const CLOSING = 2
 const PROTO_KEY = '"__proto__":'
 // One warning per interval at most: a flood of foreign payloads must not flood the log as well.
 const FOREIGN_LOG_INTERVAL = 10000
@@ -136,7 +137,9 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       preClose: function (done) { this.websocketServer.close(() => done()) },
       errorHandler: (err, socket, request) => {
         request.log.warn({ err }, 'websocket error')
-        socket.terminate()
+        // A protocol error (bad frame, too many fragments) has already sent its close frame
+        // (1002, 1007, 1008, 1009): let it arrive; ws cuts the link after closeTimeout.
+        if (socket.readyState !== CLOSING) socket.terminate()
       }
     })
   }
