@@ -46,6 +46,8 @@ t.test('a blackholed subscriber link is found by the probe and replaced; without
   t.equal(health.statusCode, 503, 'the probed instance no longer claims to be healthy')
   t.match(health.json(), { status: 'degraded', reason: /subscriber/ })
   t.equal((await unprobed.app.inject({ url: '/health' })).statusCode, 200, 'the unprobed one believes it is fine')
+  t.ok(await waitUntil(() => probed.app.broadcastStats().probeFailures > 1, 6 * interval),
+    'a new connection stuck in its handshake behind the dead link is torn down too')
 
   proxy.pass()
   let seq = 1
@@ -54,12 +56,14 @@ t.test('a blackholed subscriber link is found by the probe and replaced; without
     return watched.received().length >= 2
   }, 5000)
   t.ok(resumed, 'the probed instance delivers again once the link passes traffic')
+  await sleep(100)
+  const before = watched.received().length
   for (let i = 0; i < 10; i++) {
     await direct.publish('frb:c:news', message(seq++))
     await sleep(100)
   }
   t.equal(blind.received().length, 1, 'the unprobed instance received nothing after the cut: its delivery stayed dead')
-  t.ok(watched.received().length >= 12, 'while the probed one received every later message')
+  t.ok(await waitUntil(() => watched.received().length === before + 10, 1000), 'while the probed one received every later message')
   t.ok(probed.logs.some((line) => /probe failed/.test(line.msg)), 'the failure is logged')
 })
 

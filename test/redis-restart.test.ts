@@ -104,3 +104,23 @@ t.test('Redis drops the plugin as a slow subscriber: it reconnects, re-subscribe
   const last = client.received().at(-1)
   t.match(last, { type: 'message', channel: 'big', data: { seq: Number } }, 'and receives what is published now')
 })
+
+t.test('a channel Redis refuses after a reconnect is logged, and the other channels keep working', async (t) => {
+  const { app, connect, logs } = await build(t, { redis: redis.url })
+  const kept = await connect('?channels=kept')
+  const revoked = await connect('?channels=revoked')
+  await Promise.all([kept, revoked].map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+  await admin.call('ACL', 'SETUSER', 'default', 'resetchannels', '&frb:all', '&frb:c:kept')
+  t.teardown(async () => { await admin.call('ACL', 'SETUSER', 'default', 'allchannels') })
+  await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  await untilDelivered(async (seq) => await app.broadcast({ seq }, { channel: 'kept' }), [kept], 3000)
+  t.ok(await waitForLog(() => logs.some((line) => line.channel === 'frb:c:revoked' && /re-subscribing after a reconnect failed/.test(line.msg))),
+    'the refused channel is named in an error log')
+  t.same(await numsub('frb:c:kept', 'frb:c:revoked', 'frb:all'), [1, 0, 1], 'the other channels are subscribed again')
+})
+
+async function waitForLog (found: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + 2000
+  while (!found() && Date.now() < deadline) await sleep(20)
+  return found()
+}

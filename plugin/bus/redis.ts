@@ -216,9 +216,12 @@ export class RedisBus implements Bus {
     if (this.stats !== undefined) this.stats.subscriberReconnects++
     this.log.warn({ channels: this.subscribed.size + 1, downtime },
       'redis subscriber reconnected: re-subscribing; messages published while it was away were not received')
-    subscriber.subscribe(this.allChannel, ...this.subscribed).catch((err: unknown) => {
-      this.log.error({ err }, 're-subscribing after a reconnect failed')
-    })
+    // One command per channel: a channel Redis now refuses (an ACL changed) must not take the others with it.
+    for (const name of [this.allChannel, ...this.subscribed]) {
+      subscriber.subscribe(name).catch((err: unknown) => {
+        this.log.error({ err, channel: name }, 're-subscribing after a reconnect failed: this channel receives nothing here')
+      })
+    }
   }
 
   private onSubscriberLost (): void {
