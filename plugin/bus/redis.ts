@@ -57,6 +57,8 @@ export class RedisBus implements Bus {
   private everReady = false
   /** When the subscriber connection was lost; 0 while it is up. */
   private lostAt = 0
+  /** When the subscriber's current TCP connection opened, until its handshake completes. */
+  private handshakeSince = 0
   private probeTimer: NodeJS.Timeout | undefined
   private probing = false
   private lastProbe: { ok: boolean, at: number, detail: string } | undefined
@@ -83,11 +85,14 @@ export class RedisBus implements Bus {
       autoResubscribe: false,
       lazyConnect: false,
       maxRetriesPerRequest: null,
+      // A probe's PING must go out at once on this connection, not wait in a pipeline.
+      enableAutoPipelining: false,
       retryStrategy: reconnectDelay,
       connectionName: 'fastify-redis-broadcast:subscriber'
     })
     this.subscriber = subscriber
     subscriber.on('error', this.onClientError)
+    subscriber.on('connect', () => { this.handshakeSince = Date.now() })
     subscriber.on('ready', () => this.onSubscriberReady(subscriber))
     subscriber.on('close', () => this.onSubscriberLost())
     subscriber.on('messageBuffer', (redisChannel: Buffer, payload: Buffer) => {
@@ -190,9 +195,9 @@ export class RedisBus implements Bus {
       } finally {
         this.probing = false
       }
-    } else if (subscriber.status === 'connect' && this.lostAt !== 0 && started - this.lostAt > this.probeTimeout) {
+    } else if (subscriber.status === 'connect' && started - this.handshakeSince > this.probeTimeout) {
       // TCP is up but the handshake never finished: ioredis's connectTimeout covers only the TCP part.
-      this.probeFailed(subscriber, `handshake not finished after ${started - this.lostAt} ms`)
+      this.probeFailed(subscriber, `handshake not finished after ${started - this.handshakeSince} ms`)
     }
   }
 
