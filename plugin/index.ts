@@ -83,7 +83,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
 
   fastify.decorate('broadcast', broadcast)
   fastify.decorate('broadcastConnections', hub.connections)
-  fastify.decorate('broadcastStats', () => stats.snapshot(hub.connections.size))
+  fastify.decorate('broadcastStats', () => stats.snapshot(hub.connections.size, hub.channelCount))
 
   let stopHeartbeat = (): void => {}
   fastify.addHook('onReady', async () => {

@@ -22,10 +22,11 @@ export class BroadcastStats {
   /** Probes of the subscriber connection that failed or timed out. */
   probeFailures = 0
 
-  /** `connections`: the open WebSocket connections right now. */
-  snapshot (connections: number): BroadcastStatsSnapshot {
+  /** `connections` and `channels`: open WebSockets and channels listened on, right now. */
+  snapshot (connections: number, channels: number): BroadcastStatsSnapshot {
     return {
       connections,
+      channels,
       published: this.published,
       publishFailures: this.publishFailures,
       messagesIn: this.messagesIn,
@@ -41,6 +42,8 @@ export class BroadcastStats {
 
 export interface BroadcastStatsSnapshot {
   connections: number
+  /** Channels with at least one listener on this instance: one Redis subscription each. */
+  channels: number
   published: number
   publishFailures: number
   messagesIn: number
