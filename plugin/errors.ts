@@ -109,9 +109,3 @@ export const MessageTooLargeError = createError<[number, number]>(
   'The encoded message is %d bytes; the limit is %d (maxMessageBytes)',
   413
 )
-
-export const ShuttingDownError = createError(
-  'FRB_SHUTTING_DOWN',
-  'This instance is shutting down; connect to another one',
-  503
-)

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream'
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
 import fastifyJwt, { type JWT } from '@fastify/jwt'
@@ -100,11 +101,16 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     }
     fastify.log.info({ bus: bus.kind }, `fastify-redis-broadcast: using the ${bus.kind === 'redis' ? 'Redis' : 'in-process'} bus`)
   })
+  // While closing, Fastify answers new requests 503 on its own, but for an upgrade it leaves the
+  // TCP socket open after that answer; end it, or a client could hold it and stall the close.
+  const endRefusedUpgrade = (request: unknown, socket: Duplex): void => { setImmediate(() => socket.end()) }
   fastify.addHook('preClose', async () => {
     stopHeartbeat()
+    fastify.server.prependListener('upgrade', endRefusedUpgrade)
     await hub.closeAll(CLOSE_GOING_AWAY, 'server shutting down', options.closeTimeout)
   })
   fastify.addHook('onClose', async () => {
+    fastify.server.removeListener('upgrade', endRefusedUpgrade)
     await bus.close()
   })
 

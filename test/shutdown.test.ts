@@ -4,7 +4,11 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import redisBroadcast from '../plugin/index.js'
-import { TestClient } from './helpers/client.js'
+import { createServer, type RequestListener } from 'node:http'
+import { connect as tcpConnect } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { refusedUpgrade, TestClient } from './helpers/client.js'
+import { RawSocket } from './helpers/raw-socket.js'
 import { busOptions, BUS_KINDS } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
 
@@ -80,4 +84,46 @@ t.test('ioredis options are accepted in place of a URL', async (t) => {
   t.equal((await app.inject({ url: '/health' })).json().bus, 'redis')
   await app.close()
   t.same(await pluginConnections(), [], 'and the clients it made from them are closed')
+})
+
+t.test('app.close() with 100 clients on 127.0.0.1 and ::1, one never answering: 1001, a bounded wait, 503 meanwhile, nothing left open', async (t) => {
+  const closeTimeout = 2000
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast, { redis: redis.url, closeTimeout })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  // A second listener on ::1, wired the way Fastify wires one for a host name that resolves to both.
+  const v6 = createServer(app.server.listeners('request')[0] as RequestListener)
+  v6.on('upgrade', (...args) => app.server.emit('upgrade', ...args))
+  v6.listen(0, '::1')
+  await once(v6, 'listening')
+  const v6Port = (v6.address() as { port: number }).port
+  app.server.once('close', () => v6.close())
+
+  const clients = await Promise.all(Array.from({ length: 99 }, async (_, i) => await TestClient.connect(i % 2 === 0
+    ? `ws://127.0.0.1:${port}/ws?channels=news`
+    : `ws://[::1]:${v6Port}/ws?channels=news`)))
+  await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+  const deaf = await RawSocket.open(port, '/ws?channels=news')
+  t.equal(app.broadcastConnections.size, 100)
+
+  const started = Date.now()
+  const closing = app.close()
+  await sleep(200)
+  t.equal((await refusedUpgrade(`ws://127.0.0.1:${port}/ws`)).status, 503, 'an upgrade during shutdown gets 503 on 127.0.0.1')
+  t.equal((await refusedUpgrade(`ws://[::1]:${v6Port}/ws`)).status, 503, 'and on ::1')
+  await closing
+  const took = Date.now() - started
+  t.ok(took >= closeTimeout - 50 && took <= closeTimeout + 1000, `close resolved in ${took} ms (close timeout ${closeTimeout} ms)`)
+  const codes = await Promise.all(clients.map(async (c) => (await c.closed).code))
+  t.same([...new Set(codes)], [1001], 'the 99 responsive clients got 1001')
+  t.equal(await deaf.closeCode(), 1001, 'the deaf one was sent 1001 too')
+  await deaf.ended
+  t.pass('and was cut off after the close timeout')
+  t.equal(app.broadcastConnections.size, 0)
+  for (const [host, listening] of [['127.0.0.1', port], ['::1', v6Port]] as const) {
+    const probe = tcpConnect({ host, port: listening })
+    const [err] = await once(probe, 'error').catch((e: unknown) => [e]) as [NodeJS.ErrnoException]
+    t.equal(err.code, 'ECONNREFUSED', `nothing listens on ${host} any more`)
+  }
 })
