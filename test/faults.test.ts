@@ -21,24 +21,28 @@ t.test('a subscription Redis refuses gets an error frame, and the connection kee
   t.same(await client.messages(1), [{ type: 'message', channel: 'public:news', data: 'ok' }])
 })
 
-t.test('a socket whose write fails is dropped alone; the others still receive', async (t) => {
-  const { app, connect, publish } = await build(t, {})
-  const clients = await Promise.all([connect('?channels=c'), connect('?channels=c'), connect('?channels=c')])
-  await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
-  const [broken] = [...app.broadcastConnections]
-  const writer = broken.writer as Writable
-  writer.write = () => { throw new Error('write failed') }
-  await publish({ channel: 'c', data: 1 })
-  await publish({ channel: 'c', data: 2 })
-  const outcomes = await Promise.all(clients.map(async (client) => await Promise.race([
-    client.messages(2).then((messages) => messages.map((m) => m.data)),
-    client.closed.then(({ code }) => code)
-  ])))
-  t.same(outcomes.filter((o) => Array.isArray(o)), [[1, 2], [1, 2]], 'the two healthy clients received both messages in order')
-  t.same(outcomes.filter((o) => !Array.isArray(o)), [1006], 'the failing one was terminated')
-  t.equal(app.broadcastConnections.size, 2, 'the failing connection was evicted')
-  t.notOk(app.broadcastConnections.has(broken))
-})
+for (const compression of [false, true]) {
+  t.test(`a socket whose write fails is dropped alone; the others still receive${compression ? ' (permessage-deflate)' : ''}`, async (t) => {
+    const { app, connect, publish } = await build(t, { compression })
+    const clients = await Promise.all([connect('?channels=c'), connect('?channels=c'), connect('?channels=c')])
+    await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+    const [broken] = [...app.broadcastConnections]
+    const fail = (): never => { throw new Error('write failed') }
+    // Without compression frames go straight to the TCP socket; with it, through ws.
+    if (compression) broken.socket.send = fail
+    else (broken.writer as Writable).write = fail
+    await publish({ channel: 'c', data: 1 })
+    await publish({ channel: 'c', data: 2 })
+    const outcomes = await Promise.all(clients.map(async (client) => await Promise.race([
+      client.messages(2).then((messages) => messages.map((m) => m.data)),
+      client.closed.then(({ code }) => code)
+    ])))
+    t.same(outcomes.filter((o) => Array.isArray(o)), [[1, 2], [1, 2]], 'the two healthy clients received both messages in order')
+    t.same(outcomes.filter((o) => !Array.isArray(o)), [1006], 'the failing one was terminated')
+    t.equal(app.broadcastConnections.size, 2, 'the failing connection was evicted')
+    t.notOk(app.broadcastConnections.has(broken))
+  })
+}
 
 t.test('a frame over the size limit closes that socket with 1009; the others keep going', async (t) => {
   const { connect, publish } = await build(t, { maxPayload: 1024 })

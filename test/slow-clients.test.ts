@@ -1,5 +1,6 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -58,21 +59,25 @@ t.test('a client that stops reading is closed with 4008 while 50 others get ever
   t.ok(growth < 32, `server RSS grew by ${growth.toFixed(1)} MiB while 3.2 GB went out`)
 })
 
-t.test('a client whose writes stay stuck longer than slowConsumerTimeout is closed with 4008, even under the byte bound', async (t) => {
-  const { app, connect } = await build(t, { slowConsumerBytes: 512 * 2 ** 20, slowConsumerTimeout: 300 })
-  const stuck = await connect('?channels=feed')
-  await stuck.waitFor((f) => f.type === 'subscribed')
-  stuck.socket.pause()
-  const padding = 'y'.repeat(60 * 1024)
-  let seq = 0
-  while (app.broadcastStats().slowConsumerCloses === 0 && seq < 2000) {
-    await app.broadcast({ seq: seq++, padding }, { channel: 'feed' })
-    await sleep(5)
-  }
-  t.equal(app.broadcastStats().slowConsumerCloses, 1)
-  stuck.socket.resume()
-  t.equal((await stuck.closed).code, 4008)
-})
+for (const compression of [false, true]) {
+  t.test(`a client whose writes stay stuck longer than slowConsumerTimeout is closed with 4008, even under the byte bound${compression ? ' (permessage-deflate)' : ''}`, async (t) => {
+    const { app, connect } = await build(t, { slowConsumerBytes: 512 * 2 ** 20, slowConsumerTimeout: 300, compression })
+    const stuck = await connect('?channels=feed')
+    await stuck.waitFor((f) => f.type === 'subscribed')
+    t.equal(stuck.socket.extensions.includes('permessage-deflate'), compression)
+    stuck.socket.pause()
+    // Random padding: compression must not shrink it to nothing.
+    const padding = randomBytes(45 * 1024).toString('base64')
+    let seq = 0
+    while (app.broadcastStats().slowConsumerCloses === 0 && seq < 2000) {
+      await app.broadcast({ seq: seq++, padding }, { channel: 'feed' })
+      await sleep(5)
+    }
+    t.equal(app.broadcastStats().slowConsumerCloses, 1)
+    stuck.socket.resume()
+    t.equal((await stuck.closed).code, 4008)
+  })
+}
 
 t.test('a client that does not answer pings is terminated; it leaves its channels and the count returns to baseline', async (t) => {
   const { app, url, connect } = await build(t, { redis: redis.url, heartbeatInterval: 150, heartbeatTimeout: 150 })

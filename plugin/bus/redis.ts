@@ -160,8 +160,8 @@ export class RedisBus implements Bus {
     if (this.closing) return { state: 'unavailable', reasons: ['the bus is closing'], checks }
     const reasons: string[] = []
     if (publisher !== 'ready') reasons.push(`Redis publisher connection is ${publisher}`)
+    // A failed probe tears its connection down, so the subscriber's status already tells it.
     if (subscriber !== 'ready') reasons.push(`Redis subscriber connection is ${subscriber}`)
-    else if (this.lastProbe?.ok === false) reasons.push(`Redis subscriber probe failed: ${this.lastProbe.detail}`)
     if (reasons.length === 0) return { state: 'ok', reasons, checks }
     const nothingWorks = publisher !== 'ready' && subscriber !== 'ready'
     return { state: nothingWorks ? 'unavailable' : 'degraded', reasons, checks }
@@ -218,6 +218,7 @@ export class RedisBus implements Bus {
     }
     const downtime = Date.now() - this.lostAt
     this.lostAt = 0
+    this.lastProbe = undefined
     if (this.stats !== undefined) this.stats.subscriberReconnects++
     this.log.warn({ channels: this.subscribed.size + 1, downtime },
       'redis subscriber reconnected: re-subscribing; messages published while it was away were not received')
