@@ -5,6 +5,7 @@ import Fastify from 'fastify'
 import redisBroadcast from '../plugin/index.js'
 import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
+import { waitUntil } from './helpers/wait.js'
 import { startTcpProxy } from './helpers/tcp-proxy.js'
 import type { TestClient } from './helpers/client.js'
 
@@ -17,12 +18,6 @@ const direct = redis.client()
 
 function message (seq: number): string {
   return `{"type":"message","channel":"news","data":${seq}}`
-}
-
-async function waitUntil (done: () => boolean, timeout: number): Promise<boolean> {
-  const deadline = Date.now() + timeout
-  while (!done() && Date.now() < deadline) await sleep(20)
-  return done()
 }
 
 t.test('a blackholed subscriber link is found by the probe and replaced; without the probe delivery stays dead', async (t) => {

@@ -7,6 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { WebSocket } from 'ws'
 import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
+import { waitUntil } from './helpers/wait.js'
 import { TestClient, wsUrl } from './helpers/client.js'
 
 // Clients that stop reading or vanish: each is closed or terminated on its own, the others keep
@@ -15,12 +16,6 @@ import { TestClient, wsUrl } from './helpers/client.js'
 const redis = await startRedis()
 t.teardown(() => redis.stop())
 const admin = redis.client()
-
-async function waitUntil (done: () => boolean, timeout: number): Promise<boolean> {
-  const deadline = Date.now() + timeout
-  while (!done() && Date.now() < deadline) await sleep(20)
-  return done()
-}
 
 t.test('a client that stops reading is closed with 4008 while 50 others get every 64 KiB message in order', async (t) => {
   const { app, url, connect } = await build(t, { redis: redis.url })
