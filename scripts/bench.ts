@@ -1,0 +1,177 @@
+// `npm run bench`: the fan-out benchmark. Starts a private redis-server, then for every scenario and
+// round runs our service and each baseline in turn (A B C D A B C D …), each server and each load
+// generator a process of its own, and prints a Markdown table; JSON results go to a file.
+// scripts/README.md and BENCHMARKS.md describe it.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { Progress } from './bench/progress.js'
+import { ephemeralPorts, machineInfo, openFileLimit } from './bench/proc.js'
+import { installCleanup } from './bench/processes.js'
+import { startRedis, redisVersion } from './bench/redis.js'
+import { problemsReport, markdownReport } from './bench/report.js'
+import type { RunResult } from './bench/results.js'
+import { runFanout, runIdle, runPublish, type RunEnvironment } from './bench/run.js'
+import { parseSettings, USAGE, type Scenario, type Settings } from './bench/scenarios.js'
+import { TARGETS, type Target } from './bench/servers.js'
+
+const rootDir = fileURLToPath(new URL('../../', import.meta.url))
+
+function versionOf (name: string): string {
+  try {
+    return (JSON.parse(readFileSync(`${rootDir}node_modules/${name}/package.json`, 'utf8')) as { version: string }).version
+  } catch {
+    return 'unknown'
+  }
+}
+
+/** Refuses to start what the machine cannot hold, with the way out. */
+function preflight (settings: Settings): void {
+  if (!existsSync('/proc/self/stat')) throw new Error('the benchmark reads /proc: it runs on Linux only')
+  if (!existsSync(`${rootDir}dist/app.js`)) throw new Error('dist/app.js is missing: run `npm run build` first (`npm run bench` does)')
+  redisVersion()
+  const limit = openFileLimit()
+  let needed = 0
+  let connections = 0
+  for (const scenario of settings.scenarios) {
+    const perServer = Math.ceil(scenario.clients / scenario.instances)
+    const perClientProcess = Math.min(scenario.clients, settings.clientsPerProcess)
+    needed = Math.max(needed, perServer + 128, perClientProcess + 128)
+    connections = Math.max(connections, scenario.clients)
+  }
+  if (needed > limit.soft) {
+    const raise = Math.max(needed, 16384)
+    throw new Error(
+      `the open-file limit (ulimit -n) is ${limit.soft}, but these scenarios need ${needed} per process ` +
+      '(a server holds one descriptor per connection).\n' +
+      (limit.hard >= raise
+        ? `Raise it in this shell and run again: ulimit -n ${raise}`
+        : `The hard limit is ${limit.hard}: raise both as root (ulimit -Hn ${raise}; ulimit -n ${raise}, or /etc/security/limits.conf)`) +
+      ', or pass smaller --clients / --idle-clients.'
+    )
+  }
+  const ports = ephemeralPorts()
+  if (connections + 1000 > ports) {
+    throw new Error(`${connections} connections from 127.0.0.1 need more local ports than net.ipv4.ip_local_port_range gives (${ports})`)
+  }
+}
+
+interface PlannedRun {
+  scenario: Scenario
+  target: Target
+  round: number
+}
+
+/** Every round runs every server once, ours first: A B C D, A B C D … */
+function plan (settings: Settings): PlannedRun[] {
+  const runs: PlannedRun[] = []
+  for (const scenario of settings.scenarios) {
+    for (let round = 1; round <= settings.rounds; round++) {
+      for (const target of scenario.targets) runs.push({ scenario, target, round })
+    }
+  }
+  return runs
+}
+
+function summaryLine (run: RunResult): string {
+  const head = `${run.scenario} · ${TARGETS[run.target].label} · round ${run.round}:`
+  switch (run.kind) {
+    case 'fanout':
+      return `${head} ${Math.round(run.deliveriesPerSecond).toLocaleString('en-US')} deliveries/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
+        `CPU ${(run.cpuPerMillion.user + run.cpuPerMillion.system).toFixed(2)} s/1M, lost ${run.lost}, dup ${run.duplicates}, ` +
+        `saturated ${run.saturated}`
+    case 'idle':
+      return `${head} ${(run.bytesPerConnection / 1024).toFixed(1)} KiB per connection, ${Math.round(run.connectionsPerSecond)} connects/s`
+    case 'publish':
+      return `${head} ${Math.round(run.requestsPerSecond).toLocaleString('en-US')} requests/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
+        `saturated ${run.saturated}`
+    case 'failed':
+      return `${head} FAILED: ${run.error}`
+  }
+}
+
+async function main (): Promise<number> {
+  let settings: Settings | 'help'
+  try {
+    settings = parseSettings(process.argv.slice(2))
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`)
+    return 2
+  }
+  if (settings === 'help') {
+    process.stdout.write(`${USAGE}\n`)
+    return 0
+  }
+  try {
+    preflight(settings)
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n`)
+    return 2
+  }
+  const planned = plan(settings)
+  installCleanup(settings.quick ? 5 * 60_000 : 45 * 60_000)
+  const machine = machineInfo()
+  const progress = new Progress(planned.length)
+  progress.log(`bench: ${planned.length} runs on ${machine.cores} cores (${machine.cpuModel}), node ${machine.node}` +
+    `${machine.cores <= 2 ? ' — the load generators share these cores with the server under test' : ''}`)
+  const startedAt = new Date()
+  const redis = await startRedis()
+  const runs: RunResult[] = []
+  try {
+    const env: RunEnvironment = {
+      redisUrl: redis.url,
+      redisPid: redis.pid,
+      clientsPerProcess: settings.clientsPerProcess,
+      cores: machine.cores,
+      progress,
+      settle: settings.quick
+        ? { beforeLoadMs: 200, idleBeforeMs: 500, idleAfterMs: 1000 }
+        : { beforeLoadMs: 500, idleBeforeMs: 1000, idleAfterMs: 2000 }
+    }
+    for (const [index, { scenario, target, round }] of planned.entries()) {
+      progress.run(index + 1, `${scenario.name} · ${TARGETS[target].label} · round ${round}/${settings.rounds}`)
+      let result: RunResult
+      try {
+        if (scenario.kind === 'fanout') result = await runFanout(scenario, target, round, env)
+        else if (scenario.kind === 'idle') result = await runIdle(scenario, target, round, env)
+        else result = await runPublish(scenario, target, round, env)
+      } catch (err) {
+        result = { kind: 'failed', scenario: scenario.name, target, round, error: (err as Error).message }
+      }
+      runs.push(result)
+      progress.log(summaryLine(result))
+    }
+  } finally {
+    await redis.stop()
+  }
+
+  const results = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    command: `node dist/scripts/bench.js ${process.argv.slice(2).join(' ')}`.trim(),
+    machine: {
+      ...machine,
+      redis: redis.version,
+      packages: Object.fromEntries(['fastify', 'ws', 'ioredis', 'socket.io', 'socket.io-client', '@socket.io/redis-adapter']
+        .map((name) => [name, versionOf(name)]))
+    },
+    settings: { quick: settings.quick, rounds: settings.rounds, clientsPerProcess: settings.clientsPerProcess },
+    scenarios: settings.scenarios,
+    targets: TARGETS,
+    runs
+  }
+  writeFileSync(settings.output, `${JSON.stringify(results, null, 2)}\n`)
+  progress.log(`bench: done in ${Math.round(progress.elapsedMs() / 1000)} s; JSON results in ${settings.output}`)
+  process.stdout.write(`${markdownReport(settings.scenarios, runs, machine.cores)}\n`)
+
+  const problems = problemsReport(runs)
+  if (problems.length > 0) {
+    process.stderr.write(`\n${'!'.repeat(72)}\nBENCHMARK PROBLEMS (exit code 1):\n${problems.map((p) => `  ${p}`).join('\n')}\n${'!'.repeat(72)}\n`)
+    return 1
+  }
+  return 0
+}
+
+main().then((code) => { process.exitCode = code }, (err: unknown) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
+  process.exitCode = 1
+})

@@ -1,0 +1,210 @@
+// A load-generator process (forked by the benchmark): opens its share of the WebSocket clients,
+// all on one channel, stamps the time of every message each of them receives, checks each
+// client's sequence numbers for loss, duplicates and order, and reports over IPC.
+import WebSocket from 'ws'
+import { io } from 'socket.io-client'
+import { Histogram } from './histogram.js'
+import {
+  CHANNEL, isMessage, nowUs, type ClientConfig, type ClientStats, type FromClients, type ToClients
+} from './protocol.js'
+
+function send (message: FromClients): void {
+  process.send?.(message)
+}
+
+/** Per-client bookkeeping, in flat typed arrays: thousands of clients × thousands of messages. */
+class Tracker {
+  readonly latency = new Histogram()
+  unique = 0
+  duplicates = 0
+  outOfOrder = 0
+  unexpected = 0
+  closed = 0
+  firstReceiveUs = 0
+  lastReceiveUs = 0
+  private readonly seen: Uint8Array
+  private readonly lastInLane: Float64Array
+  private readonly perClient: Uint32Array
+  private readonly bytesPerClient: number
+  private readonly expected: number
+
+  constructor (private readonly config: ClientConfig) {
+    this.bytesPerClient = Math.ceil(config.messages / 8)
+    this.seen = new Uint8Array(this.bytesPerClient * config.count)
+    this.lastInLane = new Float64Array(config.lanes * config.count).fill(-1)
+    this.perClient = new Uint32Array(config.count)
+    this.expected = config.count * config.messages
+  }
+
+  receive (client: number, seq: number, sentAt: number): void {
+    const now = nowUs()
+    if (this.firstReceiveUs === 0) this.firstReceiveUs = now
+    this.lastReceiveUs = now
+    if (!Number.isInteger(seq) || seq < 0 || seq >= this.config.messages || !Number.isFinite(sentAt)) {
+      this.unexpected++
+      return
+    }
+    const byte = client * this.bytesPerClient + (seq >> 3)
+    const bit = 1 << (seq & 7)
+    if (((this.seen[byte] as number) & bit) !== 0) {
+      this.duplicates++
+      return
+    }
+    this.seen[byte] = (this.seen[byte] as number) | bit
+    this.unique++
+    this.perClient[client]++
+    const lane = client * this.config.lanes + (seq % this.config.lanes)
+    if (seq < (this.lastInLane[lane] as number)) this.outOfOrder++
+    else this.lastInLane[lane] = seq
+    this.latency.record(now - sentAt)
+    if (this.unique === this.expected) send({ type: 'complete' })
+  }
+
+  stats (): ClientStats {
+    return {
+      clients: this.config.count,
+      unique: this.unique,
+      duplicates: this.duplicates,
+      outOfOrder: this.outOfOrder,
+      unexpected: this.unexpected,
+      closed: this.closed,
+      minPerClient: this.perClient.reduce((min, n) => Math.min(min, n), this.config.count === 0 ? 0 : Infinity),
+      firstReceiveUs: this.firstReceiveUs,
+      lastReceiveUs: this.lastReceiveUs,
+      latency: this.latency.toSparse(),
+      maxLatencyUs: this.latency.max
+    }
+  }
+}
+
+const SEQ_KEY = Buffer.from('"seq":')
+const SENT_AT_KEY = Buffer.from('"sentAt":')
+const SUBSCRIBED = Buffer.from('"type":"subscribed"')
+
+/** The non-negative integer right after `key` in `frame`, or NaN: cheaper than JSON.parse per frame. */
+function integerAfter (frame: Buffer, key: Buffer): number {
+  const at = frame.indexOf(key)
+  if (at < 0) return NaN
+  let value = 0
+  let digits = 0
+  for (let i = at + key.length; i < frame.length; i++) {
+    const byte = frame[i] as number
+    if (byte < 48 || byte > 57) break
+    value = value * 10 + byte - 48
+    digits++
+  }
+  return digits === 0 ? NaN : value
+}
+
+/** One client of our wire protocol (ours, textbook and frame-once speak it): resolves once subscribed. */
+async function connectWs (url: string, index: number, tracker: Tracker, timeoutMs: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeoutMs })
+    let ready = false
+    const timer = setTimeout(() => { socket.terminate(); reject(new Error('no "subscribed" frame in time')) }, timeoutMs)
+    socket.on('message', (data: Buffer, isBinary: boolean) => {
+      if (ready) {
+        if (isBinary) tracker.unexpected++
+        else tracker.receive(index, integerAfter(data, SEQ_KEY), integerAfter(data, SENT_AT_KEY))
+      } else if (!isBinary && data.includes(SUBSCRIBED)) {
+        ready = true
+        clearTimeout(timer)
+        resolve()
+      } else {
+        tracker.unexpected++
+      }
+    })
+    socket.on('error', (err) => {
+      clearTimeout(timer)
+      if (!ready) reject(err)
+    })
+    socket.on('close', (code) => {
+      clearTimeout(timer)
+      if (ready) tracker.closed++
+      else reject(new Error(`closed with ${code} before subscribing`))
+    })
+  })
+}
+
+/** One socket.io-client on the websocket transport: resolves once the server said `subscribed`. */
+async function connectSocketIo (url: string, index: number, tracker: Tracker, timeoutMs: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const socket = io(url, {
+      transports: ['websocket'],
+      forceNew: true,
+      reconnection: false,
+      timeout: timeoutMs,
+      query: { channels: CHANNEL }
+    })
+    let ready = false
+    const timer = setTimeout(() => { socket.disconnect(); reject(new Error('no "subscribed" event in time')) }, timeoutMs)
+    socket.on('subscribed', () => {
+      ready = true
+      clearTimeout(timer)
+      resolve()
+    })
+    socket.on('message', (message: unknown) => {
+      const data = (message as { data?: { seq?: unknown, sentAt?: unknown } } | null)?.data
+      if (!ready || typeof data?.seq !== 'number' || typeof data.sentAt !== 'number') tracker.unexpected++
+      else tracker.receive(index, data.seq, data.sentAt)
+    })
+    socket.on('connect_error', (err) => {
+      clearTimeout(timer)
+      if (!ready) reject(err)
+    })
+    socket.on('disconnect', (reason) => {
+      clearTimeout(timer)
+      if (ready) tracker.closed++
+      else reject(new Error(`disconnected (${reason}) before subscribing`))
+    })
+  })
+}
+
+async function run (config: ClientConfig): Promise<Tracker> {
+  const tracker = new Tracker(config)
+  const connect = config.kind === 'ws' ? connectWs : connectSocketIo
+  const started = Date.now()
+  let next = 0
+  let connected = 0
+  let failed = 0
+  let firstError: string | undefined
+  // A few connections at a time: thousands of simultaneous handshakes would only measure the backlog.
+  const worker = async (): Promise<void> => {
+    while (next < config.count) {
+      const index = next++
+      try {
+        await connect(config.urls[index % config.urls.length] as string, index, tracker, config.connectTimeoutMs)
+        connected++
+      } catch (err) {
+        failed++
+        firstError ??= (err as Error).message
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(config.connectConcurrency, config.count) }, worker))
+  send({ type: 'connected', connected, failed, firstError, elapsedMs: Date.now() - started })
+  let reported = -1
+  setInterval(() => {
+    if (tracker.unique === reported) return
+    reported = tracker.unique
+    send({ type: 'progress', unique: reported })
+  }, 250).unref()
+  return tracker
+}
+
+let tracker: Tracker | undefined
+process.on('message', (message: unknown) => {
+  if (!isMessage<ToClients>(message)) return
+  if (message.type === 'config') {
+    run(message.config).then((started) => { tracker = started }, (err: unknown) => {
+      send({ type: 'fatal', message: (err as Error).stack ?? String(err) })
+    })
+  } else if (message.type === 'report') {
+    if (tracker !== undefined) send({ type: 'stats', stats: tracker.stats() })
+    else send({ type: 'fatal', message: 'asked for a report before the clients were connected' })
+  } else {
+    process.exit(0)
+  }
+})
+// Never outlive the benchmark.
+process.on('disconnect', () => process.exit(0))

@@ -1,0 +1,134 @@
+// What the benchmark's processes say to each other, and the payload every server under test carries.
+
+/** The one channel every load client subscribes to. */
+export const CHANNEL = 'bench'
+
+// CLOCK_MONOTONIC is one clock for every process on the machine: process.hrtime() reads it, and
+// performance.now() is the same clock less a constant, so a send time stamped in the publisher
+// and a receive time stamped in a client process can be subtracted directly, to the microsecond.
+const originUs = Number(process.hrtime.bigint() / 1000n) - performance.now() * 1000
+
+/** Microseconds on the machine-wide monotonic clock. */
+export function nowUs (): number {
+  return originUs + performance.now() * 1000
+}
+
+/** The `data` of every benchmark message: `{"seq":…,"sentAt":…,"pad":"…"}`, in that key order. */
+export interface BenchData {
+  seq: number
+  /** nowUs() when the publisher sent it, rounded to the microsecond. */
+  sentAt: number
+  pad: string
+}
+
+/** Bytes of `{"seq":N,"sentAt":N,"pad":""}` with a 6-digit seq and a 12-digit sentAt. */
+const DATA_OVERHEAD = JSON.stringify({ seq: 100000, sentAt: 100000000000, pad: '' }).length
+
+/** Padding that makes the JSON of a message's `data` about `size` bytes. */
+export function paddingFor (size: number): string {
+  return 'x'.repeat(Math.max(0, size - DATA_OVERHEAD))
+}
+
+/** The body of `POST /publish`, the same for our service and every baseline. */
+export function publishBody (seq: number, pad: string): string {
+  const data: BenchData = { seq, sentAt: Math.round(nowUs()), pad }
+  return JSON.stringify({ channel: CHANNEL, data })
+}
+
+// ---- parent ⇄ load-client process -------------------------------------------------------------
+
+export type ClientKind = 'ws' | 'socketio'
+
+export interface ClientConfig {
+  kind: ClientKind
+  /** Client i connects to urls[i % urls.length] (several instances share the clients). */
+  urls: string[]
+  count: number
+  /** Messages the publisher will send: seq 0 … messages-1. */
+  messages: number
+  /** Publisher lanes: seq % lanes is the lane, and each lane's messages must arrive in order. */
+  lanes: number
+  /** Connections opened at once by this process. */
+  connectConcurrency: number
+  connectTimeoutMs: number
+}
+
+export type ToClients =
+  | { type: 'config', config: ClientConfig }
+  | { type: 'report' }
+  | { type: 'exit' }
+
+export interface ClientStats {
+  clients: number
+  /** Messages with a fresh seq, summed over clients. */
+  unique: number
+  duplicates: number
+  outOfOrder: number
+  /** Frames that were not a benchmark message, or carried a seq outside 0 … messages-1. */
+  unexpected: number
+  /** Clients whose socket closed after they were ready. */
+  closed: number
+  /** The client that received the fewest messages, and how many. */
+  minPerClient: number
+  firstReceiveUs: number
+  lastReceiveUs: number
+  /** publish → receive latency, a sparse histogram (see histogram.ts). */
+  latency: Array<[number, number]>
+  maxLatencyUs: number
+}
+
+export type FromClients =
+  | { type: 'connected', connected: number, failed: number, firstError: string | undefined, elapsedMs: number }
+  | { type: 'progress', unique: number }
+  | { type: 'complete' }
+  | { type: 'stats', stats: ClientStats }
+  | { type: 'fatal', message: string }
+
+// ---- parent ⇄ publisher process ---------------------------------------------------------------
+
+export interface PublisherConfig {
+  /**
+   * burst: every lane sends its messages back to back (each waits for the previous 202);
+   * rate: message i is sent at start + i / rate; load: HTTP load for durationMs, no order.
+   */
+  mode: 'burst' | 'rate' | 'load'
+  /** `POST /publish` URLs; lane l uses urls[l % urls.length]. */
+  urls: string[]
+  messages: number
+  size: number
+  lanes: number
+  /** Messages per second, mode rate. */
+  rate: number
+  /** Mode load: how long to keep sending. */
+  durationMs: number
+  timeoutMs: number
+}
+
+export type ToPublisher =
+  | { type: 'run', config: PublisherConfig }
+  | { type: 'exit' }
+
+export interface PublisherStats {
+  sent: number
+  accepted: number
+  failed: number
+  /** Status code (or error code) → count, for everything but 202. */
+  failures: Record<string, number>
+  firstSendUs: number
+  lastSendUs: number
+  lastAckUs: number
+  /** Request → 202 latency, a sparse histogram. */
+  latency: Array<[number, number]>
+  maxLatencyUs: number
+}
+
+export type FromPublisher =
+  | { type: 'ready' }
+  | { type: 'progress', sent: number }
+  | { type: 'done', stats: PublisherStats }
+  | { type: 'fatal', message: string }
+
+/** Narrows an IPC message to an object with a string `type`; the sender is our own code. */
+export function isMessage<T extends { type: string }> (value: unknown): value is T {
+  return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string'
+}

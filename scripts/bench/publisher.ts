@@ -1,0 +1,102 @@
+// The publisher process (forked by the benchmark): sends numbered, time-stamped messages over
+// `POST /publish` on keep-alive connections, in lanes: a lane sends its next message only after the
+// previous one was accepted (202), so each lane's messages reach Redis in order, and the clients
+// can check that order. Reports over IPC.
+import { Agent, request } from 'node:http'
+import { Histogram } from './histogram.js'
+import {
+  isMessage, nowUs, paddingFor, publishBody, type FromPublisher, type PublisherConfig, type PublisherStats, type ToPublisher
+} from './protocol.js'
+import { sleep } from './processes.js'
+
+function send (message: FromPublisher): void {
+  process.send?.(message)
+}
+
+async function run (config: PublisherConfig): Promise<PublisherStats> {
+  const agent = new Agent({ keepAlive: true, maxSockets: config.lanes, maxFreeSockets: config.lanes })
+  const targets = config.urls.map((url) => new URL(url))
+  const pad = paddingFor(config.size)
+  const latency = new Histogram()
+  const failures: Record<string, number> = {}
+  let sent = 0
+  let accepted = 0
+  let failed = 0
+  let firstSendUs = 0
+  let lastSendUs = 0
+  let lastAckUs = 0
+  const startUs = nowUs()
+  const deadlineUs = startUs + (config.mode === 'load' ? config.durationMs : config.timeoutMs) * 1000
+
+  async function post (target: URL, seq: number): Promise<void> {
+    const body = publishBody(seq, pad)
+    const at = nowUs()
+    if (firstSendUs === 0) firstSendUs = at
+    lastSendUs = at
+    sent++
+    const status = await new Promise<string>((resolve) => {
+      const outgoing = request({
+        agent,
+        hostname: target.hostname,
+        port: target.port,
+        path: target.pathname,
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+      }, (response) => {
+        response.resume()
+        response.on('end', () => resolve(String(response.statusCode)))
+      })
+      outgoing.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+      outgoing.end(body)
+    })
+    const done = nowUs()
+    if (status === '202') {
+      accepted++
+      lastAckUs = done
+      latency.record(done - at)
+    } else {
+      failed++
+      failures[status] = (failures[status] ?? 0) + 1
+    }
+  }
+
+  async function lane (index: number): Promise<void> {
+    const target = targets[index % targets.length] as URL
+    if (config.mode === 'load') {
+      for (let seq = index; nowUs() < deadlineUs; seq += config.lanes) await post(target, seq)
+      return
+    }
+    for (let seq = index; seq < config.messages && nowUs() < deadlineUs; seq += config.lanes) {
+      if (config.mode === 'rate') {
+        const dueUs = startUs + seq * 1e6 / config.rate
+        const waitMs = (dueUs - nowUs()) / 1000
+        if (waitMs > 0) await sleep(waitMs)
+      }
+      await post(target, seq)
+    }
+  }
+
+  const progress = setInterval(() => send({ type: 'progress', sent }), 250)
+  try {
+    await Promise.all(Array.from({ length: config.lanes }, async (_, index) => await lane(index)))
+  } finally {
+    clearInterval(progress)
+    agent.destroy()
+  }
+  return {
+    sent, accepted, failed, failures, firstSendUs, lastSendUs, lastAckUs, latency: latency.toSparse(), maxLatencyUs: latency.max
+  }
+}
+
+process.on('message', (message: unknown) => {
+  if (!isMessage<ToPublisher>(message)) return
+  if (message.type === 'run') {
+    run(message.config).then((stats) => send({ type: 'done', stats }), (err: unknown) => {
+      send({ type: 'fatal', message: (err as Error).stack ?? String(err) })
+    })
+  } else {
+    process.exit(0)
+  }
+})
+process.on('disconnect', () => process.exit(0))
+send({ type: 'ready' })

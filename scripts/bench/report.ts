@@ -1,0 +1,173 @@
+// The Markdown report: a table per kind of scenario (the median of the rounds of each server),
+// the ratios of ours to every baseline, and every problem, loudly.
+import { median, problemsOf, runsOf, type FanoutResult, type PublishResult, type RunResult, type Utilisation } from './results.js'
+import type { Scenario } from './scenarios.js'
+import { TARGETS, type Target } from './servers.js'
+
+function number (value: number, digits = 0): string {
+  if (!Number.isFinite(value)) return '–'
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+function ms (value: number): string {
+  if (!Number.isFinite(value)) return '–'
+  return number(value, value < 10 ? 2 : value < 100 ? 1 : 0)
+}
+
+function ratio (ours: number, theirs: number): string {
+  if (!Number.isFinite(ours) || !Number.isFinite(theirs) || theirs === 0) return '–'
+  return `×${number(ours / theirs, 2)}`
+}
+
+function label (target: Target): string {
+  return TARGETS[target].label
+}
+
+function table (header: string[], rows: string[][]): string {
+  return [
+    `| ${header.join(' | ')} |`,
+    `|${header.map(() => '---').join('|')}|`,
+    ...rows.map((row) => `| ${row.join(' | ')} |`)
+  ].join('\n')
+}
+
+/** The median of a number picked from every round. */
+function med<T> (runs: T[], pick: (run: T) => number): number {
+  return median(runs.map(pick))
+}
+
+/** "server+machine (server 0.98, clients 0.91, machine 1.95 of 2)": the median round's figures. */
+function saturation (runs: Array<{ saturated: string, utilisation: Utilisation }>, cores: number): string {
+  const verdicts = [...new Set(runs.map((run) => run.saturated))].join(' / ')
+  const u = (key: keyof Utilisation): string => number(med(runs, (run) => run.utilisation[key]), 2)
+  const foreign = med(runs, (run) => run.utilisation.foreign)
+  const noisy = foreign >= 0.25 ? `; ⚠ other load ${number(foreign, 2)}` : ''
+  return `${verdicts} (srv ${u('server')}, cli ${u('clients')}, pub ${u('publisher')}, box ${u('machine')}/${cores}${noisy})`
+}
+
+function fanoutSection (scenarios: Scenario[], runs: RunResult[], cores: number): string {
+  const rows: string[][] = []
+  const ratios: string[][] = []
+  for (const scenario of scenarios) {
+    const summary = new Map<Target, { deliveries: number, cpu: number, p99: number }>()
+    for (const target of scenario.targets) {
+      const done = runsOf(runs, scenario.name, target, 'fanout')
+      if (done.length === 0) continue
+      const lost = done.reduce((sum, run) => sum + run.lost, 0)
+      const dup = done.reduce((sum, run) => sum + run.duplicates, 0)
+      const order = done.reduce((sum, run) => sum + run.outOfOrder, 0)
+      const cpu = (run: FanoutResult): number => run.cpuPerMillion.user + run.cpuPerMillion.system
+      summary.set(target, { deliveries: med(done, (run) => run.deliveriesPerSecond), cpu: med(done, cpu), p99: med(done, (run) => run.latencyMs.p99) })
+      rows.push([
+        scenario.name,
+        label(target),
+        number(scenario.clients),
+        number(med(done, (run) => run.deliveriesPerSecond)),
+        `${ms(med(done, (run) => run.latencyMs.p50))} / ${ms(med(done, (run) => run.latencyMs.p90))} / ` +
+          `${ms(med(done, (run) => run.latencyMs.p99))} / ${ms(med(done, (run) => run.latencyMs.max))}`,
+        lost + dup + order === 0 ? '0 / 0 / 0' : `**${lost} / ${dup} / ${order}**`,
+        `${number(med(done, (run) => run.cpuPerMillion.user), 2)} + ${number(med(done, (run) => run.cpuPerMillion.system), 2)}`,
+        number(med(done, (run) => run.serverRssMb.peak)),
+        saturation(done, cores)
+      ])
+    }
+    const ours = summary.get('ours')
+    if (ours === undefined) continue
+    for (const [target, theirs] of summary) {
+      if (target === 'ours') continue
+      ratios.push([scenario.name, label(target), ratio(ours.deliveries, theirs.deliveries), ratio(ours.cpu, theirs.cpu), ratio(ours.p99, theirs.p99)])
+    }
+  }
+  if (rows.length === 0) return ''
+  return [
+    '### Fan-out',
+    '',
+    table(['scenario', 'server', 'clients', 'deliveries/s', 'latency p50 / p90 / p99 / max (ms)', 'lost / dup / reordered',
+      'server CPU s per 1M deliveries (user + sys)', 'server peak RSS (MB)', 'saturated (cores busy)'], rows),
+    '',
+    ratios.length === 0
+      ? ''
+      : ['Ours ÷ baseline (deliveries/s: higher is better for ours; CPU per delivery and p99 latency: lower is better for ours):',
+          '',
+          table(['scenario', 'baseline', 'deliveries/s', 'CPU per delivery', 'p99 latency'], ratios), ''].join('\n')
+  ].join('\n')
+}
+
+function idleSection (scenarios: Scenario[], runs: RunResult[]): string {
+  const rows: string[][] = []
+  for (const scenario of scenarios.filter((s) => s.kind === 'idle')) {
+    const ours = runsOf(runs, scenario.name, 'ours', 'idle')
+    const oursBytes = med(ours, (run) => run.bytesPerConnection)
+    for (const target of scenario.targets) {
+      const done = runsOf(runs, scenario.name, target, 'idle')
+      if (done.length === 0) continue
+      const bytes = med(done, (run) => run.bytesPerConnection)
+      rows.push([
+        label(target),
+        number(scenario.clients),
+        number(med(done, (run) => run.rssBeforeMb), 1),
+        number(med(done, (run) => run.rssAfterMb), 1),
+        number(bytes / 1024, 1),
+        target === 'ours' ? '' : ratio(oursBytes, bytes),
+        number(med(done, (run) => run.connectionsPerSecond)),
+        number(med(done, (run) => run.cpuMsPerConnection), 3)
+      ])
+    }
+  }
+  if (rows.length === 0) return ''
+  return ['### Idle connections (memory)', '',
+    table(['server', 'connections', 'RSS before (MB)', 'RSS after (MB)', 'KiB per connection', 'ours ÷ it', 'connects/s',
+      'server CPU ms per connect'], rows), ''].join('\n')
+}
+
+function publishSection (scenarios: Scenario[], runs: RunResult[], cores: number): string {
+  const rows: string[][] = []
+  for (const scenario of scenarios.filter((s) => s.kind === 'publish')) {
+    const ours = runsOf(runs, scenario.name, 'ours', 'publish')
+    const cpu = (run: PublishResult): number => run.cpuPerMillion.user + run.cpuPerMillion.system
+    for (const target of scenario.targets) {
+      const done = runsOf(runs, scenario.name, target, 'publish')
+      if (done.length === 0) continue
+      rows.push([
+        label(target),
+        number(med(done, (run) => run.requestsPerSecond)),
+        `${ms(med(done, (run) => run.latencyMs.p50))} / ${ms(med(done, (run) => run.latencyMs.p99))} / ${ms(med(done, (run) => run.latencyMs.max))}`,
+        `${number(med(done, (run) => run.cpuPerMillion.user), 1)} + ${number(med(done, (run) => run.cpuPerMillion.system), 1)}`,
+        target === 'ours'
+          ? ''
+          : `${ratio(med(ours, (run) => run.requestsPerSecond), med(done, (run) => run.requestsPerSecond))} req/s, ` +
+            `${ratio(med(ours, cpu), med(done, cpu))} CPU`,
+        saturation(done, cores)
+      ])
+    }
+  }
+  if (rows.length === 0) return ''
+  return ['### HTTP publish path', '',
+    table(['server', 'requests/s', 'latency p50 / p99 / max (ms)', 'server CPU s per 1M requests (user + sys)', 'ours ÷ it',
+      'saturated (cores busy)'], rows), ''].join('\n')
+}
+
+export function problemsReport (runs: RunResult[]): string[] {
+  return runs.flatMap((run) => problemsOf(run).map((problem) => `${run.scenario} · ${label(run.target)} · round ${run.round}: ${problem}`))
+}
+
+export function markdownReport (scenarios: Scenario[], runs: RunResult[], cores: number): string {
+  const problems = problemsReport(runs)
+  return [
+    fanoutSection(scenarios.filter((s) => s.kind === 'fanout'), runs, cores),
+    idleSection(scenarios, runs),
+    publishSection(scenarios, runs, cores),
+    `Medians of every round; runs were interleaved (ours, then each baseline, then ours again …). ` +
+      `"saturated" names each process at ≥ 90 % of one core (srv: busiest server instance, cli: busiest load-client process, ` +
+      `pub: publisher) and "machine" when all ${cores} cores were ≥ 90 % busy. ` +
+      (cores <= 2
+        ? `This machine has ${cores} cores: the load generators run on the same cores as the server under test and compete with it, ` +
+          'so figures marked "machine" are bounded by the whole box rather than by the server alone.'
+        : ''),
+    '',
+    problems.length === 0
+      ? 'No message was lost, duplicated or reordered.'
+      : ['**PROBLEMS:**', '', ...problems.map((problem) => `- **${problem}**`)].join('\n'),
+    ''
+  ].filter((part) => part !== '').join('\n\n')
+}

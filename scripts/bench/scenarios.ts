@@ -1,0 +1,189 @@
+// The scenarios of the benchmark and the command-line flags that scale them.
+import { parseArgs } from 'node:util'
+import type { Target } from './servers.js'
+
+export type ScenarioKind = 'fanout' | 'idle' | 'publish'
+
+export interface Scenario {
+  name: string
+  kind: ScenarioKind
+  description: string
+  /** Interleaved in this order within each round: ours first, then the baselines. */
+  targets: Target[]
+  /** WebSocket clients, over all instances. */
+  clients: number
+  instances: number
+  mode: 'burst' | 'rate' | 'load'
+  messages: number
+  /** Bytes of each message's `data` JSON. */
+  size: number
+  lanes: number
+  /** Messages per second (mode rate). */
+  rate: number
+  /** Mode rate: messages / rate; mode load: how long the HTTP load lasts. */
+  durationMs: number
+}
+
+export interface Settings {
+  quick: boolean
+  rounds: number
+  clientsPerProcess: number
+  output: string
+  scenarios: Scenario[]
+}
+
+export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'rate-1k', 'rate-5k', 'two-instances', 'idle-10k', 'publish-http'] as const
+
+const FANOUT_TARGETS: Target[] = ['ours', 'textbook', 'frame-once', 'socketio']
+
+export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/bench.js [flags] after npm run build)
+
+  --quick                 small N and M for a smoke run (well under a minute)
+  --scenario a,b          only these scenarios: ${SCENARIO_NAMES.join(', ')}
+  --targets a,b           only these servers: ours, textbook, frame-once, socketio (bare-fastify is
+                          publish-http's own baseline)
+  --clients N             WebSocket clients of every fan-out scenario (default 1000 / 5000)
+  --idle-clients N        connections of idle-10k (default 10000)
+  --messages M            messages per burst (default 1000 at 1k clients, 200 at 5k)
+  --size S                bytes of each message's data JSON (default 256)
+  --rate D                deliveries per second of the fixed-rate scenarios (default 50000)
+  --duration SECONDS      length of a fixed-rate run and of publish-http (default 10 and 5)
+  --lanes L               publisher lanes in a burst: requests in flight at once (default 16)
+  --concurrency C         concurrent requests of publish-http (default 64)
+  --rounds R              times each server runs each scenario, interleaved A B A B (default 2)
+  --clients-per-process K clients per load-generator process (default 2500)
+  --output FILE           where the JSON results go (default bench-results.json)
+  --help`
+
+function positive (flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback
+  const number = Number(value)
+  if (!Number.isFinite(number) || number <= 0) throw new Error(`--${flag} must be a positive number, got ${JSON.stringify(value)}`)
+  return number
+}
+
+function list (flag: string, value: string | undefined, allowed: readonly string[]): string[] | undefined {
+  if (value === undefined) return undefined
+  const items = value.split(',').map((item) => item.trim()).filter((item) => item !== '')
+  for (const item of items) {
+    if (!allowed.includes(item)) throw new Error(`--${flag}: unknown ${JSON.stringify(item)} (one of ${allowed.join(', ')})`)
+  }
+  return items
+}
+
+export function parseSettings (argv: string[]): Settings | 'help' {
+  const { values } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      quick: { type: 'boolean', default: false },
+      scenario: { type: 'string' },
+      targets: { type: 'string' },
+      clients: { type: 'string' },
+      'idle-clients': { type: 'string' },
+      messages: { type: 'string' },
+      size: { type: 'string' },
+      rate: { type: 'string' },
+      duration: { type: 'string' },
+      lanes: { type: 'string' },
+      concurrency: { type: 'string' },
+      rounds: { type: 'string' },
+      'clients-per-process': { type: 'string' },
+      output: { type: 'string' },
+      help: { type: 'boolean', default: false }
+    }
+  })
+  if (values.help === true) return 'help'
+  const quick = values.quick === true
+  const int = (flag: keyof typeof values, fallback: number): number => Math.round(positive(flag, values[flag] as string | undefined, fallback))
+  const small = int('clients', quick ? 200 : 1000)
+  const large = int('clients', quick ? 500 : 5000)
+  const size = int('size', 256)
+  const lanes = int('lanes', 16)
+  const deliveriesPerSecond = positive('rate', values.rate, 50_000)
+  const rateMs = positive('duration', values.duration, quick ? 1 : 10) * 1000
+  const loadMs = positive('duration', values.duration, quick ? 1.5 : 5) * 1000
+  // Always in the canonical order, ours first, whatever order --targets names them in.
+  const chosenTargets = list('targets', values.targets, FANOUT_TARGETS)
+  const targets = FANOUT_TARGETS.filter((target) => chosenTargets?.includes(target) ?? true)
+
+  const burst = (name: string, clients: number, instances: number, messages: number): Scenario => ({
+    name,
+    kind: 'fanout',
+    description: `${instances === 1 ? '' : `${instances} instances sharing one Redis, clients split evenly, publishes spread over both; `}` +
+      `${clients.toLocaleString('en-US')} clients, ${messages.toLocaleString('en-US')} messages of ${size} B sent at full speed (${lanes} lanes)`,
+    targets,
+    clients,
+    instances,
+    mode: 'burst',
+    messages,
+    size,
+    lanes,
+    rate: 0,
+    durationMs: 0
+  })
+  const fixedRate = (name: string, clients: number): Scenario => {
+    const rate = deliveriesPerSecond / clients
+    const messages = Math.max(1, Math.round(rate * rateMs / 1000))
+    return {
+      name,
+      kind: 'fanout',
+      description: `${clients.toLocaleString('en-US')} clients, ${rate.toLocaleString('en-US', { maximumFractionDigits: 1 })} messages/s ` +
+        `of ${size} B (${deliveriesPerSecond.toLocaleString('en-US')} deliveries/s) for ${rateMs / 1000} s`,
+      targets,
+      clients,
+      instances: 1,
+      mode: 'rate',
+      messages,
+      size,
+      lanes: 4,
+      rate,
+      durationMs: rateMs
+    }
+  }
+  const idleClients = int('idle-clients', quick ? 1000 : 10_000)
+  const concurrency = int('concurrency', 64)
+  const all: Scenario[] = [
+    burst('burst-1k', small, 1, int('messages', quick ? 200 : 1000)),
+    burst('burst-5k', large, 1, int('messages', quick ? 100 : 200)),
+    fixedRate('rate-1k', small),
+    fixedRate('rate-5k', large),
+    burst('two-instances', large, 2, int('messages', quick ? 100 : 200)),
+    {
+      name: 'idle-10k',
+      kind: 'idle',
+      description: `${idleClients.toLocaleString('en-US')} idle connections, subscribed to one channel: RSS before and after, per connection`,
+      targets,
+      clients: idleClients,
+      instances: 1,
+      mode: 'burst',
+      messages: 0,
+      size,
+      lanes: 1,
+      rate: 0,
+      durationMs: 0
+    },
+    {
+      name: 'publish-http',
+      kind: 'publish',
+      description: `POST /publish alone: ${concurrency} concurrent requests over keep-alive for ${loadMs / 1000} s, ${size} B data, no subscribers`,
+      targets: ['ours', 'bare-fastify'],
+      clients: 0,
+      instances: 1,
+      mode: 'load',
+      messages: 0,
+      size,
+      lanes: concurrency,
+      rate: 0,
+      durationMs: loadMs
+    }
+  ]
+  const chosen = list('scenario', values.scenario, SCENARIO_NAMES)
+  return {
+    quick,
+    rounds: int('rounds', quick ? 1 : 2),
+    clientsPerProcess: int('clients-per-process', 2500),
+    output: values.output ?? 'bench-results.json',
+    scenarios: chosen === undefined ? all : all.filter((scenario) => chosen.includes(scenario.name))
+  }
+}

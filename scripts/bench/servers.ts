@@ -1,0 +1,115 @@
+// Starts a server under test as a process of its own, the way its users run it, and stops it.
+import { spawn } from 'node:child_process'
+import { get } from 'node:http'
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import { CHANNEL, type ClientKind } from './protocol.js'
+import { freePort, hasExited, sleep, stop, track } from './processes.js'
+
+export type Target = 'ours' | 'textbook' | 'frame-once' | 'socketio' | 'bare-fastify'
+
+export interface TargetInfo {
+  label: string
+  clientKind: ClientKind
+  description: string
+}
+
+export const TARGETS: Record<Target, TargetInfo> = {
+  ours: {
+    label: 'ours',
+    clientKind: 'ws',
+    description: 'this service: `fastify start dist/app.js` with REDIS_URL'
+  },
+  textbook: {
+    label: 'textbook',
+    clientKind: 'ws',
+    description: 'ws + ioredis; per Redis message JSON.parse + JSON.stringify once, ws.send() per client'
+  },
+  'frame-once': {
+    label: 'frame-once',
+    clientKind: 'ws',
+    description: 'ws + ioredis; each message framed once (ws Sender.frame) and the bytes written to every raw socket'
+  },
+  socketio: {
+    label: 'socket.io',
+    clientKind: 'socketio',
+    description: 'Socket.IO 4 + @socket.io/redis-adapter (websocket transport only), socket.io-client load'
+  },
+  'bare-fastify': {
+    label: 'bare Fastify',
+    clientKind: 'ws',
+    description: '`fastify start` of a bare POST /publish with the same body schema, answering 202 without Redis'
+  }
+}
+
+/** dist/ of this checkout, from dist/scripts/bench/servers.js. */
+const distDir = fileURLToPath(new URL('../../', import.meta.url))
+const rootDir = fileURLToPath(new URL('../../../', import.meta.url))
+const fastifyCli = createRequire(import.meta.url).resolve('fastify-cli/cli.js')
+
+/** The variables README.md's table lists: a stray one in the caller's shell must not change the run. */
+const SERVICE_VARIABLES = [
+  'REDIS_URL', 'PUBLISH_KEY', 'INSECURE_PUBLISH', 'JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_AUDIENCE', 'ALLOWED_ORIGINS',
+  'REQUIRE_ORIGIN', 'MAX_PAYLOAD', 'MAX_CHANNELS_PER_CONNECTION', 'MAX_CONNECTIONS', 'MAX_CONNECTIONS_PER_IP',
+  'CLIENT_FRAME_RATE', 'CLIENT_FRAME_BURST', 'UPGRADE_RATE_LIMIT', 'PUBLISH_RATE_LIMIT', 'PORT', 'FASTIFY_ADDRESS',
+  'FASTIFY_LOG_LEVEL', 'FASTIFY_PORT'
+]
+
+export interface ServerHandle {
+  target: Target
+  pid: number
+  port: number
+  /** Where the load clients connect (a ws:// URL, or the http:// origin for Socket.IO). */
+  connectUrl: string
+  publishUrl: string
+  stop: () => Promise<void>
+}
+
+function command (target: Target, port: number): string[] {
+  // fastify-cli's own bin, as `fastify start` runs it; -l warn keeps the logs quiet.
+  const cli = (app: string): string[] => [fastifyCli, 'start', '-l', 'warn', '-a', '127.0.0.1', '-p', String(port), app]
+  switch (target) {
+    case 'ours': return cli(`${distDir}app.js`)
+    case 'bare-fastify': return cli(`${distDir}scripts/bench/baselines/bare-fastify.js`)
+    case 'textbook': return [`${distDir}scripts/bench/baselines/textbook.js`]
+    case 'frame-once': return [`${distDir}scripts/bench/baselines/frame-once.js`]
+    case 'socketio': return [`${distDir}scripts/bench/baselines/socketio.js`]
+  }
+}
+
+async function healthy (port: number): Promise<boolean> {
+  return await new Promise((resolve) => {
+    const request = get({ host: '127.0.0.1', port, path: '/health', timeout: 1000 }, (response) => {
+      response.resume()
+      resolve(response.statusCode === 200)
+    })
+    request.on('error', () => resolve(false))
+    request.on('timeout', () => { request.destroy(); resolve(false) })
+  })
+}
+
+export async function startServer (target: Target, redisUrl: string): Promise<ServerHandle> {
+  const port = await freePort()
+  const env: NodeJS.ProcessEnv = { ...process.env }
+  for (const name of SERVICE_VARIABLES) delete env[name]
+  Object.assign(env, { REDIS_URL: redisUrl, PORT: String(port), FASTIFY_LOG_LEVEL: 'warn' })
+  const child = spawn(process.execPath, command(target, port), { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const { tail } = track(child, target)
+  const deadline = Date.now() + 20_000
+  while (!(await healthy(port))) {
+    if (hasExited(child) || Date.now() > deadline) {
+      await stop(child)
+      throw new Error(`${target} did not become healthy on port ${port}:\n${tail()}`)
+    }
+    await sleep(100)
+  }
+  const origin = `http://127.0.0.1:${port}`
+  return {
+    target,
+    pid: child.pid as number,
+    port,
+    connectUrl: TARGETS[target].clientKind === 'socketio' ? origin : `ws://127.0.0.1:${port}/ws?channels=${CHANNEL}`,
+    publishUrl: `${origin}/publish`,
+    stop: async () => { await stop(child) }
+  }
+}
