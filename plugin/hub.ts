@@ -35,8 +35,10 @@ export class Connection {
   /** When the heartbeat pinged this connection and no pong or frame has come back since; 0 if none is due. */
   pingedAt = 0
 
-  /** Frames waiting for this turn's write: one frame, several, or none. */
-  private pending: Buffer | Buffer[] | undefined
+  /** Buffers waiting for this turn's write, in order; may be a message's own (shared) parts. */
+  private pending: Buffer[] | undefined
+  /** Whether `pending` is this connection's own array, so it may grow in place. */
+  private pendingOwned = false
   /** Since when the socket has had unsent data without draining it; 0 while it keeps up. */
   private stuckSince = 0
 
@@ -55,7 +57,7 @@ export class Connection {
    * Queues one message. `frame` is the message's frame built once for every socket; sockets
    * without a direct writer hand `payload` to ws instead.
    */
-  enqueue (payload: Buffer, frame?: Buffer): boolean {
+  enqueue (payload: Buffer, frame?: Buffer[]): boolean {
     if (this.socket.readyState !== OPEN) return false
     if (this.writer === undefined) {
       if (this.isSlow()) {
@@ -65,15 +67,18 @@ export class Connection {
       this.socket.send(payload, { binary: false })
       return true
     }
-    const bytes = frame ?? textFrame(payload)
+    const parts = frame ?? textFrame(payload)
     const pending = this.pending
     if (pending === undefined) {
-      this.pending = bytes
+      // The first frame of the turn is queued as is: no copy, no array per socket.
+      this.pending = parts
+      this.pendingOwned = false
       this.hub.scheduleFlush(this)
-    } else if (Array.isArray(pending)) {
-      pending.push(bytes)
+    } else if (this.pendingOwned) {
+      for (const part of parts) pending.push(part)
     } else {
-      this.pending = [pending, bytes]
+      this.pending = [...pending, ...parts]
+      this.pendingOwned = true
     }
     return true
   }
@@ -88,12 +93,12 @@ export class Connection {
       return
     }
     const direct = this.writer as Writable
-    if (!Array.isArray(pending)) {
-      direct.write(pending)
+    if (pending.length === 1) {
+      direct.write(pending[0])
       return
     }
     direct.cork()
-    for (const frame of pending) direct.write(frame)
+    for (const part of pending) direct.write(part)
     direct.uncork()
   }
 
@@ -236,10 +241,8 @@ export class Hub {
       connection.close(code, reason)
       return connection.socket
     })
-    const closed = sockets.map(async (socket) => {
-      if (socket.readyState === 3) return
-      await new Promise<void>((resolve) => socket.once('close', () => resolve()))
-    })
+    // Every socket here is open or closing: a closed one has already left the hub.
+    const closed = sockets.map(async (socket) => await new Promise<void>((resolve) => socket.once('close', () => resolve())))
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(() => {

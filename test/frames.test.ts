@@ -1,4 +1,6 @@
 import t from 'tap'
+import * as ws from 'ws'
+import { textFrame } from '../plugin/websocket-frame.js'
 import { encodeMessage, errorFrame, isWireError, parseClientFrame, subscribedFrame, toWireError, unsubscribedFrame, PONG_FRAME } from '../plugin/frames.js'
 import { isValidChannel } from '../plugin/channel.js'
 
@@ -48,4 +50,19 @@ t.test('server frames follow the documented shapes', async (t) => {
   t.same(JSON.parse(errorFrame({ code: 'FRB_X', message: 'm' })), { type: 'error', code: 'FRB_X', message: 'm' })
   t.same(toWireError(new Error('boom')), { code: 'FRB_INTERNAL', message: 'boom' }, 'an uncoded error still gets a code')
   t.same(toWireError(null), { code: 'FRB_INTERNAL', message: 'null' }, 'so does a thrown non-error')
+})
+
+// ws exports its frame builder but @types/ws does not describe it.
+interface FrameOptions { fin: boolean, rsv1: boolean, opcode: number, mask: boolean, readOnly: boolean }
+const { Sender } = ws as unknown as { Sender: { frame: (data: Buffer, options: FrameOptions) => Buffer[] } }
+
+t.test('textFrame builds the very bytes ws would send for the same payload, at every length encoding', async (t) => {
+  for (const length of [0, 1, 125, 126, 16 * 1024, 16 * 1024 + 1, 65535, 65536, 70000]) {
+    const payload = Buffer.alloc(length, 'a')
+    const ours = Buffer.concat(textFrame(payload))
+    const theirs = Buffer.concat(Sender.frame(payload, { fin: true, rsv1: false, opcode: 1, mask: false, readOnly: true }))
+    t.ok(ours.equals(theirs), `${length} bytes`)
+  }
+  t.equal(textFrame(Buffer.alloc(100)).length, 1, 'a small message is one buffer, header and payload together')
+  t.equal(textFrame(Buffer.alloc(65536)).length, 2, 'a large one is a header and the payload itself, not a copy')
 })
