@@ -39,6 +39,7 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.clientByteRate = integer('CLIENT_BYTE_RATE')
   options.publishBodyLimit = integer('PUBLISH_BODY_LIMIT')
   options.maxMessageBytes = integer('MAX_MESSAGE_BYTES')
+  options.maxBatchSize = integer('MAX_BATCH_SIZE')
   options.publishTimeout = integer('PUBLISH_TIMEOUT')
   options.slowConsumerBytes = integer('SLOW_CONSUMER_BYTES')
   options.slowConsumerTimeout = integer('SLOW_CONSUMER_TIMEOUT')

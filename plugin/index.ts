@@ -9,7 +9,7 @@ import { CLOSE_GOING_AWAY, Hub, type Connection } from './hub.js'
 import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
 import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, MessageTooLargeError } from './errors.js'
-import type { Bus } from './bus/bus.js'
+import type { Bus, BusMessage } from './bus/bus.js'
 import { foreignPayloadReason } from './bus/payload-check.js'
 import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { startHeartbeat } from './heartbeat.js'
@@ -30,6 +30,11 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** Publishes `data` to every instance; resolves once the bus has accepted it. */
     broadcast: (data: unknown, options?: BroadcastOptions) => Promise<void>
+    /**
+     * Publishes several messages in order, in one round trip to Redis; resolves once the bus has
+     * accepted all of them. Not atomic: on a rejection, some may have been sent.
+     */
+    broadcastMany: (messages: ReadonlyArray<{ data: unknown, channel?: string }>) => Promise<void>
     /** This instance's open WebSocket connections. */
     broadcastConnections: ReadonlySet<Connection>
     /** Counters of this instance since it started: connections, messages, faults. */
@@ -50,20 +55,42 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const bus = createBus(fastify, options, stats)
   const hub = new Hub(bus, fastify.log, options, stats)
 
-  async function broadcast (data: unknown, { channel }: BroadcastOptions = {}): Promise<void> {
+  /** Validates and encodes one message; throws the error its publisher should hear. */
+  function prepare (data: unknown, channel: string | undefined): BusMessage {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
-    const message = encodeMessage(data, channel)
-    const size = Buffer.byteLength(message)
+    const payload = encodeMessage(data, channel)
+    const size = Buffer.byteLength(payload)
     if (size > options.maxMessageBytes) throw new MessageTooLargeError(size, options.maxMessageBytes)
     // Every instance drops payloads with this key as foreign: refuse it here, where the caller hears.
-    if (message.includes(PROTO_KEY)) throw new InvalidDataError('an object key may not be "__proto__"')
+    if (payload.includes(PROTO_KEY)) throw new InvalidDataError('an object key may not be "__proto__"')
+    return { channel: channel ?? null, payload }
+  }
+
+  async function publish (messages: BusMessage[]): Promise<void> {
     try {
-      await bus.publish(channel ?? null, message)
+      await bus.publishMany(messages)
     } catch (err) {
-      stats.publishFailures++
+      stats.publishFailures += messages.length
       throw err
     }
-    stats.published++
+    stats.published += messages.length
+  }
+
+  async function broadcast (data: unknown, { channel }: BroadcastOptions = {}): Promise<void> {
+    await publish([prepare(data, channel)])
+  }
+
+  async function broadcastMany (messages: ReadonlyArray<{ data: unknown, channel?: string }>): Promise<void> {
+    // Every message is checked before any is sent: a bad one refuses the whole batch.
+    const prepared = messages.map(({ data, channel }, index) => {
+      try {
+        return prepare(data, channel)
+      } catch (err) {
+        (err as Error).message = `message ${index}: ${(err as Error).message}`
+        throw err
+      }
+    })
+    if (prepared.length > 0) await publish(prepared)
   }
 
   let lastForeignLog = 0
@@ -83,6 +110,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   }
 
   fastify.decorate('broadcast', broadcast)
+  fastify.decorate('broadcastMany', broadcastMany)
   fastify.decorate('broadcastConnections', hub.connections)
   fastify.decorate('broadcastStats', () => stats.snapshot(hub.connections.size, hub.channelCount))
 
@@ -174,6 +202,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     await fastify.register(publishRoute, {
       path: options.publishPath,
       bodyLimit: options.publishBodyLimit,
+      maxBatchSize: options.maxBatchSize,
       guard: createPublishGuard({ keys: options.publishKeys, insecurePublish: options.insecurePublish }),
       rateLimit: options.rateLimit.publish
     })

@@ -40,6 +40,7 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 0, description: 'Open WebSockets per client address and instance (0: no limit)' }),
   clientFrameRate: Type.Number({ exclusiveMinimum: 0, default: 200, description: 'Client frames per second per connection, sustained' }),
   clientFrameBurst: Type.Integer({ minimum: 1, default: 200, description: 'Client frames a connection may send at once' }),
+  maxBatchSize: Type.Integer({ minimum: 1, default: 1000, description: 'Most messages one POST /publish batch (a JSON array) may carry' }),
   publishTimeout: Type.Integer({ minimum: 1, default: 1000, description: 'Longest wait for Redis to take a publish or a subscribe before it fails with 503, in milliseconds' }),
   maxMessageBytes: Type.Integer({ minimum: 64, default: 1048576, description: 'Largest encoded message broadcast() accepts and the bus forwards, in bytes' }),
   slowConsumerBytes: Type.Integer({ minimum: 1, default: 1048576, description: 'Unsent bytes a connection may hold before it is closed with 4008' }),

@@ -11,8 +11,14 @@ export const PublishBody = Type.Object({
 }, { required: ['data'] })
 
 export const PublishAccepted = Type.Object({
-  status: Type.Literal('accepted')
+  status: Type.Literal('accepted'),
+  count: Type.Optional(Type.Integer({ description: 'For a batch: how many messages were accepted, all of them, in order' }))
 })
+
+/** A single publication, or a batch of them published in order in one round trip. */
+export function publishBody (maxBatchSize: number) {
+  return Type.Union([PublishBody, Type.Array(PublishBody, { minItems: 1, maxItems: maxBatchSize })])
+}
 
 // ioredis retries a lost connection at least once a second.
 const RETRY_AFTER_SECONDS = '1'
@@ -20,13 +26,14 @@ const RETRY_AFTER_SECONDS = '1'
 interface PublishRouteOptions {
   path: string
   bodyLimit: number
+  maxBatchSize: number
   /** Refuses a request that may not publish (401) before its body is read. */
   guard: (request: FastifyRequest) => Promise<void>
   rateLimit: RateLimitSetting | undefined
 }
 
-/** POST <path>: hands a message to the bus for every instance to deliver. */
-const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, { path, bodyLimit, guard, rateLimit }) => {
+/** POST <path>: hands a message, or a batch of them, to the bus for every instance to deliver. */
+const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, { path, bodyLimit, maxBatchSize, guard, rateLimit }) => {
   // TypeBox checks the body as it is: Ajv's default type coercion would turn `"channel": 42` into "42".
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   const config = await enableRateLimit(instance, rateLimit)
@@ -36,19 +43,20 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
     logSerializers: redactingLogSerializers,
     onRequest: guard,
     schema: {
-      body: PublishBody,
+      body: publishBody(maxBatchSize),
       response: { 202: PublishAccepted }
     }
   }, async (request, reply) => {
-    const { channel, data } = request.body
+    const body = request.body
     try {
-      await fastify.broadcast(data, { channel })
+      if (Array.isArray(body)) await fastify.broadcastMany(body)
+      else await fastify.broadcast(body.data, { channel: body.channel })
     } catch (err) {
       // The bus is down or slow: tell the publisher when a retry is worth it.
       if ((err as { statusCode?: number }).statusCode === 503) reply.header('retry-after', RETRY_AFTER_SECONDS)
       throw err
     }
-    return reply.code(202).send({ status: 'accepted' })
+    return await reply.code(202).send(Array.isArray(body) ? { status: 'accepted', count: body.length } : { status: 'accepted' })
   })
 }
 

@@ -14,10 +14,17 @@ export interface Bus {
   readonly kind: 'redis' | 'memory'
   start (onMessage: BusMessageHandler): Promise<void>
   publish (channel: string | null, payload: string): Promise<void>
+  /** Publishes several messages in order, in one round trip where the transport allows. */
+  publishMany (messages: readonly BusMessage[]): Promise<void>
   subscribe (channel: string): Promise<void>
   unsubscribe (channel: string): Promise<void>
   health (): BusHealth
   close (): Promise<void>
+}
+
+export interface BusMessage {
+  channel: string | null
+  payload: string
 }
 
 export type BusMessageHandler = (channel: string | null, payload: Buffer) => void

@@ -1,4 +1,4 @@
-import type { Bus, BusHealth, BusMessageHandler } from './bus.js'
+import type { Bus, BusHealth, BusMessage, BusMessageHandler } from './bus.js'
 import { BusUnavailableError } from '../errors.js'
 
 /** The in-process bus: one instance, no network, so the service runs with nothing else installed. */
@@ -16,6 +16,10 @@ export class MemoryBus implements Bus {
     if (channel === null || this.channels.has(channel)) {
       this.onMessage(channel, Buffer.from(payload))
     }
+  }
+
+  async publishMany (messages: readonly BusMessage[]): Promise<void> {
+    for (const { channel, payload } of messages) await this.publish(channel, payload)
   }
 
   async subscribe (channel: string): Promise<void> {

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Bus, BusHealth, BusMessageHandler } from './bus.js'
+import type { Bus, BusHealth, BusMessage, BusMessageHandler } from './bus.js'
 import { BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
@@ -119,13 +119,19 @@ export class RedisBus implements Bus {
   }
 
   async publish (channel: string | null, payload: string): Promise<void> {
-    // A client's offline queue would hold the message until Redis is back, or forever: refuse
-    // now instead, so a 2xx always means Redis took the message.
+    await this.publishMany([{ channel, payload }])
+  }
+
+  async publishMany (messages: readonly BusMessage[]): Promise<void> {
+    // A client's offline queue would hold the messages until Redis is back, or forever: refuse
+    // now instead, so a 2xx always means Redis took them.
     if (this.publisher.status !== 'ready') {
       throw new BusUnavailableError(`the Redis publisher connection is ${this.publisher.status}`)
     }
+    // Issued together, so auto-pipelining sends them in one write, in order; one timer for all.
+    const published = Promise.all(messages.map(async ({ channel, payload }) => await this.publisher.publish(this.redisName(channel), payload)))
     try {
-      await withTimeout(this.publisher.publish(this.redisName(channel), payload), this.commandTimeout, () =>
+      await withTimeout(published, this.commandTimeout, () =>
         new BusUnavailableError(`Redis did not confirm the publish within ${this.commandTimeout} ms`))
     } catch (err) {
       throw toBusError(err)
