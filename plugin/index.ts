@@ -31,8 +31,8 @@ declare module 'fastify' {
     /** Publishes `data` to every instance; resolves once the bus has accepted it. */
     broadcast: (data: unknown, options?: BroadcastOptions) => Promise<void>
     /**
-     * Publishes several messages in order, in one round trip to Redis; resolves once the bus has
-     * accepted all of them. Not atomic: on a rejection, some may have been sent.
+     * Publishes several messages in order, as one step on Redis (all or none); resolves once the
+     * bus has accepted them.
      */
     broadcastMany: (messages: ReadonlyArray<{ data: unknown, channel?: string }>) => Promise<void>
     /** This instance's open WebSocket connections. */

@@ -24,6 +24,8 @@ export interface RedisBusOptions {
   log: FastifyBaseLogger
 }
 
+const PUBLISH_MANY = 'for i = 1, #ARGV, 2 do redis.call("PUBLISH", ARGV[i], ARGV[i + 1]) end return #ARGV / 2'
+
 /** Reconnect quickly and often: a lost subscriber loses messages for as long as it is away. */
 export function reconnectDelay (attempt: number): number {
   return Math.min(50 * 2 ** attempt, 1000)
@@ -128,8 +130,10 @@ export class RedisBus implements Bus {
     if (this.publisher.status !== 'ready') {
       throw new BusUnavailableError(`the Redis publisher connection is ${this.publisher.status}`)
     }
-    // Issued together, so auto-pipelining sends them in one write, in order; one timer for all.
-    const published = Promise.all(messages.map(async ({ channel, payload }) => await this.publisher.publish(this.redisName(channel), payload)))
+    // A batch is one EVAL: one command instead of one per message, in order, and atomic in Redis.
+    const published = messages.length === 1
+      ? this.publisher.publish(this.redisName(messages[0].channel), messages[0].payload)
+      : this.publisher.eval(PUBLISH_MANY, 0, ...messages.flatMap(({ channel, payload }) => [this.redisName(channel), payload]))
     try {
       await withTimeout(published, this.commandTimeout, () =>
         new BusUnavailableError(`Redis did not confirm the publish within ${this.commandTimeout} ms`))

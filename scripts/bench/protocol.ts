@@ -30,9 +30,10 @@ export function paddingFor (size: number): string {
 }
 
 /** The body of `POST /publish`, the same for our service and every baseline. */
-export function publishBody (seq: number, pad: string): string {
-  const data: BenchData = { seq, sentAt: Math.round(nowUs()), pad }
-  return JSON.stringify({ channel: CHANNEL, data })
+export function publishBody (seq: number, pad: string, batch = 1): string {
+  const one = (n: number): { channel: string, data: BenchData } => ({ channel: CHANNEL, data: { seq: n, sentAt: Math.round(nowUs()), pad } })
+  if (batch === 1) return JSON.stringify(one(seq))
+  return JSON.stringify(Array.from({ length: batch }, (_, i) => one(seq * batch + i)))
 }
 
 // ---- parent ⇄ load-client process -------------------------------------------------------------
@@ -102,6 +103,8 @@ export interface PublisherConfig {
   /** Mode load: how long to keep sending. */
   durationMs: number
   timeoutMs: number
+  /** Messages per request: above 1, each request is a batch (a JSON array) and counts that many. */
+  batch: number
 }
 
 export type ToPublisher =

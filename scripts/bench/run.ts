@@ -160,7 +160,8 @@ function publisherConfig (scenario: Scenario, servers: ServerHandle[], timeoutMs
     lanes: scenario.lanes,
     rate: scenario.rate,
     durationMs: scenario.durationMs,
-    timeoutMs
+    timeoutMs,
+    batch: scenario.batch
   }
 }
 

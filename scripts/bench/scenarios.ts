@@ -22,6 +22,8 @@ export interface Scenario {
   rate: number
   /** Mode rate: messages / rate; mode load: how long the HTTP load lasts. */
   durationMs: number
+  /** Messages per publish request (a batch when above 1); publish results then count messages. */
+  batch: number
 }
 
 export interface Settings {
@@ -32,7 +34,7 @@ export interface Settings {
   scenarios: Scenario[]
 }
 
-export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'rate-1k', 'rate-5k', 'two-instances', 'idle-10k', 'publish-http'] as const
+export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'rate-1k', 'rate-5k', 'two-instances', 'idle-10k', 'publish-http', 'publish-batch'] as const
 
 const FANOUT_TARGETS: Target[] = ['ours', 'textbook', 'frame-once', 'socketio']
 
@@ -50,6 +52,7 @@ export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/b
   --duration SECONDS      length of a fixed-rate run and of publish-http (default 10 and 5)
   --lanes L               publisher lanes in a burst: requests in flight at once (default 16)
   --concurrency C         concurrent requests of publish-http (default 64)
+  --batch B               messages per request of publish-batch (default 200)
   --rounds R              times each server runs each scenario, interleaved A B A B (default 2)
   --clients-per-process K clients per load-generator process (default 2500)
   --output FILE           where the JSON results go (default bench-results.json)
@@ -87,6 +90,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       duration: { type: 'string' },
       lanes: { type: 'string' },
       concurrency: { type: 'string' },
+      batch: { type: 'string' },
       rounds: { type: 'string' },
       'clients-per-process': { type: 'string' },
       output: { type: 'string' },
@@ -120,7 +124,8 @@ export function parseSettings (argv: string[]): Settings | 'help' {
     size,
     lanes,
     rate: 0,
-    durationMs: 0
+    durationMs: 0,
+    batch: 1
   })
   const fixedRate = (name: string, clients: number): Scenario => {
     const rate = deliveriesPerSecond / clients
@@ -138,11 +143,14 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       size,
       lanes: 4,
       rate,
-      durationMs: rateMs
+      durationMs: rateMs,
+      batch: 1
     }
   }
   const idleClients = int('idle-clients', quick ? 1000 : 10_000)
   const concurrency = int('concurrency', 64)
+  const batch = int('batch', 200)
+  const batchLanes = 4
   const all: Scenario[] = [
     burst('burst-1k', small, 1, int('messages', quick ? 200 : 1000)),
     burst('burst-5k', large, 1, int('messages', quick ? 100 : 200)),
@@ -161,7 +169,8 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       size,
       lanes: 1,
       rate: 0,
-      durationMs: 0
+      durationMs: 0,
+      batch: 1
     },
     {
       name: 'publish-http',
@@ -175,7 +184,24 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       size,
       lanes: concurrency,
       rate: 0,
-      durationMs: loadMs
+      durationMs: loadMs,
+      batch: 1
+    },
+    {
+      name: 'publish-batch',
+      kind: 'publish',
+      description: `POST /publish with batches of ${batch} messages of ${size} B data, ${batchLanes} requests in flight, for ` +
+        `${loadMs / 1000} s, no subscribers; figures count messages, not requests`,
+      targets: ['ours'],
+      clients: 0,
+      instances: 1,
+      mode: 'load',
+      messages: 0,
+      size,
+      lanes: batchLanes,
+      rate: 0,
+      durationMs: loadMs,
+      batch
     }
   ]
   const chosen = list('scenario', values.scenario, SCENARIO_NAMES)

@@ -52,7 +52,9 @@ const SERVICE_VARIABLES = [
   'REDIS_URL', 'PUBLISH_KEY', 'INSECURE_PUBLISH', 'JWT_SECRET', 'JWT_PUBLIC_KEY', 'JWT_AUDIENCE', 'ALLOWED_ORIGINS',
   'REQUIRE_ORIGIN', 'MAX_PAYLOAD', 'MAX_CHANNELS_PER_CONNECTION', 'MAX_CONNECTIONS', 'MAX_CONNECTIONS_PER_IP',
   'CLIENT_FRAME_RATE', 'CLIENT_FRAME_BURST', 'UPGRADE_RATE_LIMIT', 'PUBLISH_RATE_LIMIT', 'PORT', 'FASTIFY_ADDRESS',
-  'FASTIFY_LOG_LEVEL', 'FASTIFY_PORT'
+  'FASTIFY_LOG_LEVEL', 'FASTIFY_PORT', 'PUBLISH_BODY_LIMIT', 'MAX_BATCH_SIZE', 'MAX_MESSAGE_BYTES', 'PUBLISH_TIMEOUT',
+  'SLOW_CONSUMER_BYTES', 'SLOW_CONSUMER_TIMEOUT', 'HEARTBEAT_INTERVAL', 'HEARTBEAT_TIMEOUT', 'PROBE_INTERVAL', 'PROBE_TIMEOUT',
+  'CLOSE_TIMEOUT', 'CLIENT_BYTE_RATE'
 ]
 
 export interface ServerHandle {
@@ -92,7 +94,8 @@ export async function startServer (target: Target, redisUrl: string): Promise<Se
   const port = await freePort()
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const name of SERVICE_VARIABLES) delete env[name]
-  Object.assign(env, { REDIS_URL: redisUrl, PORT: String(port), FASTIFY_LOG_LEVEL: 'warn' })
+  // Batches of a few hundred messages need more than the default 64 KiB body.
+  Object.assign(env, { REDIS_URL: redisUrl, PORT: String(port), FASTIFY_LOG_LEVEL: 'warn', PUBLISH_BODY_LIMIT: String(4 * 2 ** 20) })
   const child = spawn(process.execPath, command(target, port), { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] })
   const { tail } = track(child, target)
   const deadline = Date.now() + 20_000
