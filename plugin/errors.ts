@@ -109,3 +109,9 @@ export const MessageTooLargeError = createError<[number, number]>(
   'The encoded message is %d bytes; the limit is %d (maxMessageBytes)',
   413
 )
+
+export const BusRefusedError = createError<[string]>(
+  'FRB_BUS_REFUSED',
+  'Redis refused the command: %s',
+  502
+)

@@ -15,7 +15,7 @@ t.test('a subscription Redis refuses gets an error frame, and the connection kee
   const from = client.frames.length
   client.send({ type: 'subscribe', channel: 'private' })
   const refusal = await client.waitFor((f) => f.type === 'error', { from })
-  t.match(refusal, { code: 'FRB_BUS_UNAVAILABLE', message: /NOPERM|permission/i })
+  t.match(refusal, { code: 'FRB_BUS_REFUSED', message: /NOPERM|permission/i })
   await client.subscribe('public:news')
   await publish({ channel: 'public:news', data: 'ok' })
   t.same(await client.messages(1), [{ type: 'message', channel: 'public:news', data: 'ok' }])

@@ -80,6 +80,9 @@ t.test('while Redis is unreachable, POST /publish answers 503 with Retry-After w
   await t.rejects(app.broadcast('again'), { code: 'FRB_BUS_UNAVAILABLE', statusCode: 503 })
   t.ok(Date.now() - started < 1500, 'broadcast() rejects as quickly')
   t.equal(app.broadcastStats().publishFailures, 2, 'both failures are counted')
+  const health = await app.inject({ url: '/health' })
+  t.equal(health.statusCode, 503, '/health no longer says ok once publishes go unconfirmed')
+  t.match(health.json(), { reasons: [/publisher/] })
   t.equal(app.broadcastStats().published, 1)
 })
 

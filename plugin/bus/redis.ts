@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Bus, BusHealth, BusMessage, BusMessageHandler } from './bus.js'
-import { BusUnavailableError } from '../errors.js'
+import { BusRefusedError, BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
 
@@ -64,6 +64,8 @@ export class RedisBus implements Bus {
   private probeTimer: NodeJS.Timeout | undefined
   private probing = false
   private lastProbe: { ok: boolean, at: number, detail: string } | undefined
+  /** Publishes in a row that Redis did not confirm in time: the publisher link may be dead. */
+  private unconfirmedPublishes = 0
 
   constructor (options: RedisBusOptions) {
     this.publisher = options.publisher
@@ -76,7 +78,11 @@ export class RedisBus implements Bus {
     this.probeTimeout = options.probeTimeout ?? 5000
     this.stats = options.stats
     this.log = options.log
-    if (this.ownsPublisher) this.publisher.on('error', this.onClientError)
+    if (this.ownsPublisher) {
+      this.publisher.on('error', this.onClientError)
+      // A fresh connection starts with a clean record: the one that timed out was torn down.
+      this.publisher.on('ready', () => { this.unconfirmedPublishes = 0 })
+    }
   }
 
   async start (onMessage: BusMessageHandler): Promise<void> {
@@ -87,6 +93,9 @@ export class RedisBus implements Bus {
       autoResubscribe: false,
       lazyConnect: false,
       maxRetriesPerRequest: null,
+      // A SUBSCRIBE or PING in flight when the link drops is sent again, not left hanging
+      // (the plugin's publisher turns this off, and a duplicate would inherit that).
+      autoResendUnfulfilledCommands: true,
       // A probe's PING must go out at once on this connection, not wait in a pipeline.
       enableAutoPipelining: false,
       retryStrategy: reconnectDelay,
@@ -137,9 +146,21 @@ export class RedisBus implements Bus {
     try {
       await withTimeout(published, this.commandTimeout, () =>
         new BusUnavailableError(`Redis did not confirm the publish within ${this.commandTimeout} ms`))
+      this.unconfirmedPublishes = 0
     } catch (err) {
+      if (err instanceof BusUnavailableError) this.publishUnconfirmed()
       throw toBusError(err)
     }
+  }
+
+  /**
+   * A publish timed out: the link may be half-open, which no status shows. /health reports it,
+   * and a publisher the plugin owns is reconnected (its unconfirmed commands are not sent again).
+   */
+  private publishUnconfirmed (): void {
+    this.unconfirmedPublishes++
+    this.log.warn({ unconfirmed: this.unconfirmedPublishes }, 'Redis did not confirm a publish in time')
+    if (this.ownsPublisher && this.publisher.status === 'ready') this.publisher.stream.destroy()
   }
 
   async subscribe (channel: string): Promise<void> {
@@ -170,6 +191,7 @@ export class RedisBus implements Bus {
     if (this.closing) return { state: 'unavailable', reasons: ['the bus is closing'], checks }
     const reasons: string[] = []
     if (publisher !== 'ready') reasons.push(`Redis publisher connection is ${publisher}`)
+    else if (this.unconfirmedPublishes > 0) reasons.push(`Redis did not confirm the last ${this.unconfirmedPublishes} publish(es) in time`)
     // A failed probe tears its connection down, so the subscriber's status already tells it.
     if (subscriber !== 'ready') reasons.push(`Redis subscriber connection is ${subscriber}`)
     if (reasons.length === 0) return { state: 'ok', reasons, checks }
@@ -197,11 +219,13 @@ export class RedisBus implements Bus {
     const started = Date.now()
     if (subscriber.status === 'ready') {
       this.probing = true
+      // The connection probed; if it has been replaced meanwhile, its failure is old news.
+      const stream = subscriber.stream
       try {
         await withTimeout(subscriber.ping(), this.probeTimeout, () => new Error(`no reply within ${this.probeTimeout} ms`))
         this.lastProbe = { ok: true, at: Date.now(), detail: `ok in ${Date.now() - started} ms` }
       } catch (err) {
-        this.probeFailed(subscriber, (err as Error).message)
+        if (subscriber.stream === stream) this.probeFailed(subscriber, (err as Error).message)
       } finally {
         this.probing = false
       }
@@ -264,6 +288,8 @@ export class RedisBus implements Bus {
 
 function toBusError (err: unknown): Error {
   if (err instanceof BusUnavailableError) return err
+  // Redis answered with an error (an ACL, scripts disabled): retrying will not help.
+  if ((err as Error).name === 'ReplyError') return new BusRefusedError((err as Error).message)
   return new BusUnavailableError((err as Error).message)
 }
 
