@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { Writable } from 'node:stream'
+import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
 import type { Bus } from './bus/bus.js'
@@ -9,6 +9,8 @@ import { textFrame } from './websocket-frame.js'
 const OPEN = 1
 export const CLOSE_GOING_AWAY = 1001
 export const CLOSE_SLOW_CONSUMER = 4008
+/** The queue of a connection with nothing to do: one resolved promise shared by all. */
+const SETTLED = Promise.resolve()
 
 export interface DeliveryPolicy {
   /** Unsent bytes a connection may hold before it is closed with 4008. */
@@ -24,10 +26,9 @@ export interface DeliveryPolicy {
  * arrived from Redis in one chunk leaves in one write (corked), in arrival order.
  */
 export class Connection {
-  readonly id = randomUUID()
   readonly channels = new Set<string>()
   /** Frames from one client are handled one after another, so replies keep their order. */
-  queue: Promise<void> = Promise.resolve()
+  queue: Promise<void> = SETTLED
   /** From connect-time auth; undefined when no auth is configured. */
   identity: unknown
   /** Channels or `prefix*` patterns this connection may subscribe to, when auth is configured. */
@@ -39,14 +40,26 @@ export class Connection {
   private pending: Buffer[] | undefined
   /** Whether `pending` is this connection's own array, so it may grow in place. */
   private pendingOwned = false
-  /** Since when the socket has had unsent data without draining it; 0 while it keeps up. */
+  /** Since when the socket has had unsent data without draining any of it; 0 while it keeps up. */
   private stuckSince = 0
+  /** Bytes the TCP socket had handed to the kernel at the last check: progress shows as growth. */
+  private drained = 0
+  private uuid: string | undefined
 
   /**
    * `writer` is the TCP socket under `socket` when frames may be written to it as prebuilt bytes:
    * only when no extension (permessage-deflate) is in use, so ws never holds frames of its own.
    */
-  constructor (readonly socket: WebSocket, private readonly hub: Hub, readonly writer?: Writable) {}
+  constructor (readonly socket: WebSocket, private readonly hub: Hub, readonly writer?: Socket) {}
+
+  /**
+   * A random UUID naming this connection (in logs), made when first read: few connections ever
+   * need one, and randomUUID()'s string is a rope of ~15 pieces, ~450 bytes per idle socket.
+   */
+  get id (): string {
+    this.uuid ??= randomUUID()
+    return this.uuid
+  }
 
   /** Queues a text frame (a reply, an error) behind the messages already queued. */
   send (text: string): boolean {
@@ -92,7 +105,7 @@ export class Connection {
       this.hub.closeSlowConsumer(this)
       return
     }
-    const direct = this.writer as Writable
+    const direct = this.writer as Socket
     if (pending.length === 1) {
       direct.write(pending[0])
       return
@@ -117,8 +130,13 @@ export class Connection {
     if (unsent > this.hub.policy.slowConsumerBytes) return true
     // Read the clock only when the socket is behind: a healthy socket costs one property read.
     const now = Date.now()
-    if (this.stuckSince === 0) {
+    // A client that keeps up under steady load may never be at 0 unsent bytes, but it drains:
+    // only a socket that has sent nothing since the last check is stuck. (Without a direct
+    // writer, as with compression, only an empty buffer counts as progress.)
+    const drained = this.writer === undefined ? 0 : this.writer.bytesWritten - this.writer.writableLength
+    if (this.stuckSince === 0 || drained !== this.drained) {
       this.stuckSince = now
+      this.drained = drained
       return false
     }
     return now - this.stuckSince > this.hub.policy.slowConsumerTimeout
@@ -139,6 +157,9 @@ export class Hub {
   /** Connections with frames queued this turn, written together by one microtask. */
   private dirty: Connection[] = []
 
+  /** Set when the app starts closing: no new connection may join from then on. */
+  closing = false
+
   constructor (
     private readonly bus: Bus,
     private readonly log: FastifyBaseLogger,
@@ -147,7 +168,7 @@ export class Hub {
   ) {}
 
   /** Registers a new socket; `direct` is its TCP socket when frames may be written to it as bytes. */
-  open (socket: WebSocket, direct?: Writable): Connection {
+  open (socket: WebSocket, direct?: Socket): Connection {
     const connection = new Connection(socket, this, direct)
     this.connections.add(connection)
     return connection

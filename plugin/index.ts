@@ -17,7 +17,7 @@ import { BEARER_PROTOCOL, createAuthenticator } from './security/connect-auth.js
 import { createPublishGuard } from './security/publish-auth.js'
 import { MemoryBus } from './bus/memory.js'
 import { reconnectDelay, RedisBus } from './bus/redis.js'
-import websocketRoute from '../routes/websocket.js'
+import websocketRoute, { handleSocketError } from '../routes/websocket.js'
 import publishRoute from '../routes/publish.js'
 import healthRoute from '../routes/health.js'
 
@@ -43,7 +43,6 @@ declare module 'fastify' {
 }
 
 const JWT_NAMESPACE = 'broadcast'
-const CLOSING = 2
 const PROTO_KEY = '"__proto__":'
 // One warning per interval at most: a flood of foreign payloads must not flood the log as well.
 const FOREIGN_LOG_INTERVAL = 10000
@@ -81,6 +80,9 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   }
 
   async function broadcastMany (messages: ReadonlyArray<{ data: unknown, channel?: string }>): Promise<void> {
+    if (messages.length > options.maxBatchSize) {
+      throw new InvalidDataError(`a batch holds at most ${options.maxBatchSize} messages (maxBatchSize), got ${messages.length}`)
+    }
     // Every message is checked before any is sent: a bad one refuses the whole batch.
     const prepared = messages.map(({ data, channel }, index) => {
       try {
@@ -131,8 +133,15 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   })
   // While closing, Fastify answers new requests 503 on its own, but for an upgrade it leaves the
   // TCP socket open after that answer; end it, or a client could hold it and stall the close.
-  const endRefusedUpgrade = (request: unknown, socket: Duplex): void => { setImmediate(() => socket.end()) }
+  const endRefusedUpgrade = (request: unknown, socket: Duplex): void => {
+    setImmediate(() => {
+      socket.end()
+      // A peer that never sends its own FIN would keep the half-closed socket, and the close waiting.
+      setTimeout(() => socket.destroy(), options.closeTimeout).unref()
+    })
+  }
   fastify.addHook('preClose', async () => {
+    hub.closing = true
     stopHeartbeat()
     fastify.server.prependListener('upgrade', endRefusedUpgrade)
     await hub.closeAll(CLOSE_GOING_AWAY, 'server shutting down', options.closeTimeout)
@@ -154,7 +163,9 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     jwt = (fastify.jwt as unknown as Record<string, JWT>)[JWT_NAMESPACE]
   }
 
-  if (!fastify.hasDecorator('websocketServer')) {
+  // When this plugin registers @fastify/websocket, the route may take over its per-socket error listener.
+  const ownsErrorHandler = !fastify.hasDecorator('websocketServer')
+  if (ownsErrorHandler) {
     const serverOptions = {
       maxPayload: options.maxPayload,
       // A peer that never answers a close frame is cut off after this long, not ws's 30 s.
@@ -169,12 +180,10 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       options: serverOptions,
       // Sockets are closed with 1001 by this plugin's own preClose hook.
       preClose: function (done) { this.websocketServer.close(() => done()) },
-      errorHandler: (err, socket, request) => {
-        request.log.warn({ err }, 'websocket error')
-        // A protocol error (bad frame, too many fragments) has already sent its close frame
-        // (1002, 1007, 1008, 1009): let it arrive; ws cuts the link after closeTimeout.
-        if (socket.readyState !== CLOSING) socket.terminate()
-      }
+      // The route's sockets call handleSocketError through a listener of their own (see
+      // dropUpgradeErrorListener in routes/websocket.ts), so only other websocket routes come here.
+      /* c8 ignore next -- this plugin has no other websocket route */
+      errorHandler: (err, socket, request) => { handleSocketError(err, socket, request.log) }
     })
   }
 
@@ -195,7 +204,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
         byteBurst: Math.max(2 * options.maxPayload, options.clientByteRate)
       },
       heartbeat: options.heartbeatInterval > 0,
-      rateLimit: options.rateLimit.upgrade
+      rateLimit: options.rateLimit.upgrade,
+      ownsErrorHandler
     })
   }
   if (options.publishPath !== false) {

@@ -46,6 +46,8 @@ t.test('a batch must hold 1 to maxBatchSize valid publications', async (t) => {
   t.equal((await publish([{ data: 1 }, { channel: 'bad name', data: 2 }])).status, 400, 'a bad channel in it')
   t.equal((await publish([{ data: 1 }, { channel: 'c' }])).status, 400, 'an entry without data')
   t.equal((await publish([{ data: 1 }, { data: 2 }, { data: 3 }])).status, 202)
+  await t.rejects(app.broadcastMany(Array.from({ length: 4 }, (_, i) => ({ data: i }))), { code: 'FRB_INVALID_DATA', message: /at most 3/ },
+    'broadcastMany() keeps the same cap')
   await app.broadcastMany([])
   t.equal(app.broadcastStats().published, 3, 'an empty broadcastMany() publishes nothing')
 })

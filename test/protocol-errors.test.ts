@@ -51,7 +51,8 @@ for (const kind of BUS_KINDS) {
         { channel: 'bad name', data: 1 },
         { channel: '', data: 1 },
         { channel: 42, data: 1 },
-        [{ channel: 'news', data: 1 }],
+        [{ channel: 'news', data: 1 }, { channel: 'news' }], // a batch with an entry without data
+        [], // an empty batch
         'null'
       ]
       for (const body of bodies) {

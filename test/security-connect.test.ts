@@ -203,6 +203,20 @@ t.test('canSubscribe() decides even when no connect auth is configured', async (
   t.match(await client.waitFor((f) => f.type === 'error'), { code: 'FRB_CHANNEL_FORBIDDEN' })
 })
 
+t.test('a canSubscribe() that throws refuses that subscription only; the connection keeps working', async (t) => {
+  const { connect } = await build(t, {
+    canSubscribe: (identity, channel) => {
+      if (channel === 'broken') throw new Error('lookup failed')
+      return true
+    }
+  })
+  const client = await connect()
+  client.send({ type: 'subscribe', channel: 'broken' })
+  t.match(await client.waitFor((f) => f.type === 'error'), { code: 'FRB_INTERNAL', message: 'lookup failed' })
+  await client.subscribe('fine')
+  t.pass('a later subscription still works')
+})
+
 t.test('a refresh needs the same sub claim, and authorize() has its say again', async (t) => {
   const { url } = await build(t, {
     ...jwtOptions,

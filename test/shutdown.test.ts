@@ -127,3 +127,53 @@ t.test('app.close() with 100 clients on 127.0.0.1 and ::1, one never answering: 
     t.equal(err.code, 'ECONNREFUSED', `nothing listens on ${host} any more`)
   }
 })
+
+t.test('an upgrade still in its hooks while app.close() waits on others is closed with 1001 and does not hold the close', async (t) => {
+  let release = (): void => {}
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  let entered = (): void => {}
+  const inHook = new Promise<void>((resolve) => { entered = resolve })
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast, {
+    closeTimeout: 1000,
+    authorize: async (request) => {
+      if (request.headers['x-late'] !== undefined) {
+        entered()
+        await gate
+      }
+      return { identity: 'someone', channels: ['news'] }
+    }
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as { port: number }
+  // A client that never answers the close frame keeps the close waiting for closeTimeout.
+  const deaf = await RawSocket.open(port, '/ws?channels=news')
+  const late = TestClient.connect(`ws://127.0.0.1:${port}/ws?channels=news`, { headers: { 'x-late': '1' } })
+  await inHook
+  const started = Date.now()
+  const closing = app.close()
+  await sleep(100)
+  release()
+  const client = await late
+  t.equal((await client.closed).code, 1001, 'the late client is told the server is going away')
+  await closing
+  t.ok(Date.now() - started < 2500, `closed in ${Date.now() - started} ms: the late client did not hold it`)
+  t.equal(app.broadcastConnections.size, 0)
+  deaf.destroy()
+})
+
+t.test('app.injectWS() connections work without a TCP socket under them', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast)
+  await app.ready()
+  t.teardown(() => app.close())
+  const socket = await app.injectWS('/ws?channels=news')
+  const frames: string[] = []
+  socket.on('message', (raw: Buffer) => frames.push(raw.toString()))
+  // The subscribed frame may come before the listener above: wait on the hub instead.
+  while ([...app.broadcastConnections].every((c) => !c.channels.has('news'))) await sleep(5)
+  await app.broadcast('hi', { channel: 'news' })
+  while (!frames.some((f) => f.includes('"data"'))) await sleep(5)
+  t.same(frames.filter((f) => f.includes('"data"')), ['{"type":"message","channel":"news","data":"hi"}'])
+  socket.terminate()
+})
