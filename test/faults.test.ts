@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Socket } from 'node:net'
 import type { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
@@ -55,4 +56,21 @@ t.test('a frame over the size limit closes that socket with 1009; the others kee
   await sleep(20)
   await publish({ channel: 'c', data: 'still flowing' })
   t.same(await bystander.messages(1), [{ type: 'message', channel: 'c', data: 'still flowing' }])
+})
+
+t.test('ws writes its own frames to the TCP socket at once, so prebuilt frames written beside them keep their order', async (t) => {
+  // The plugin writes message frames straight to the TCP socket under ws. That is sound only while
+  // ws, with no extension negotiated, never holds a frame back in a queue of its own: if a ws
+  // upgrade changes that, this fails.
+  const { app, connect } = await build(t, {})
+  await connect()
+  const [connection] = [...app.broadcastConnections]
+  const tcp = connection.writer as Socket
+  t.equal(connection.socket.extensions, '', 'no extension negotiated')
+  const before = tcp.bytesWritten
+  connection.socket.ping()
+  t.ok(tcp.bytesWritten > before, 'a ping is on the TCP socket before ping() returns')
+  const queued = tcp.bytesWritten
+  connection.socket.send('{"type":"pong"}')
+  t.ok(tcp.bytesWritten > queued, 'and so is a frame sent through ws')
 })
