@@ -253,6 +253,14 @@ export class Hub {
     connection.socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer')
   }
 
+  /** A connection that missed its pong: its peer is gone without a word, so no close handshake. */
+  terminateSilent (connection: Connection): void {
+    this.stats.heartbeatTimeouts++
+    this.log.info({ connection: connection.id }, 'terminating a connection that missed its pong')
+    this.remove(connection)
+    connection.socket.terminate()
+  }
+
   /**
    * Closes every connection with `code` and resolves once all are closed; the ones that do not
    * finish the close handshake within `timeout` ms are terminated.

@@ -10,7 +10,7 @@ import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
 import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, MessageTooLargeError } from './errors.js'
 import type { Bus, BusMessage } from './bus/bus.js'
-import { foreignPayloadReason } from './bus/payload-check.js'
+import { foreignPayloadReason, PROTO_KEY } from './bus/payload-check.js'
 import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { startHeartbeat } from './heartbeat.js'
 import { BEARER_PROTOCOL, createAuthenticator } from './security/connect-auth.js'
@@ -43,7 +43,6 @@ declare module 'fastify' {
 }
 
 const JWT_NAMESPACE = 'broadcast'
-const PROTO_KEY = '"__proto__":'
 // One warning per interval at most: a flood of foreign payloads must not flood the log as well.
 const FOREIGN_LOG_INTERVAL = 10000
 
@@ -122,12 +121,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     if (options.heartbeatInterval > 0) {
       stopHeartbeat = startHeartbeat(hub.connections,
         { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
-        (connection) => {
-          stats.heartbeatTimeouts++
-          fastify.log.info({ connection: connection.id }, 'terminating a connection that missed its pong')
-          hub.remove(connection)
-          connection.socket.terminate()
-        })
+        (connection) => hub.terminateSilent(connection))
     }
     fastify.log.info({ bus: bus.kind }, `fastify-redis-broadcast: using the ${bus.kind === 'redis' ? 'Redis' : 'in-process'} bus`)
   })

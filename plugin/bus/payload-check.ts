@@ -6,8 +6,13 @@ import { isUtf8 } from 'node:buffer'
 
 const MESSAGE_START = Buffer.from('{"type":"message",')
 const CLOSING_BRACE = 0x7d
-// Fastify refuses request bodies with these keys; a message carrying one did not come through us.
-const PROTO_KEY = Buffer.from('"__proto__":')
+/**
+ * How a `__proto__` key looks in JSON.stringify's output (inside a string the quote is escaped).
+ * Fastify refuses request bodies with it and broadcast() refuses data with it, so a message
+ * carrying one did not come through this plugin.
+ */
+export const PROTO_KEY = '"__proto__":'
+const PROTO_KEY_BYTES = Buffer.from(PROTO_KEY)
 
 /** Why `payload` is not one of the plugin's messages, or undefined when it is. */
 export function foreignPayloadReason (payload: Buffer, maxBytes: number): string | undefined {
@@ -17,7 +22,7 @@ export function foreignPayloadReason (payload: Buffer, maxBytes: number): string
     payload[payload.length - 1] !== CLOSING_BRACE) {
     return 'not a message frame'
   }
-  if (payload.includes(PROTO_KEY)) return 'carries a __proto__ key'
+  if (payload.includes(PROTO_KEY_BYTES)) return 'carries a __proto__ key'
   // A text frame must be valid UTF-8, or every client that receives it closes with 1007.
   if (!isUtf8(payload)) return 'not valid UTF-8'
   return undefined
