@@ -65,7 +65,10 @@ function cpuOf (pids: number[], before: Snapshot, after: Snapshot): CpuTimes {
   return { user, system }
 }
 
-function usage (roles: Roles, before: Snapshot, after: Snapshot, cores: number): { utilisation: Utilisation, saturated: string } {
+/** The server processes' CPU time between the snapshots, how busy each role was, and which were saturated. */
+function usage (
+  roles: Roles, before: Snapshot, after: Snapshot, cores: number
+): { serverCpu: CpuTimes, utilisation: Utilisation, saturated: string } {
   const seconds = Math.max(0.001, (after.at - before.at) / 1000)
   const cores1 = (pid: number): number => {
     const { user, system } = cpuOf([pid], before, after)
@@ -88,7 +91,7 @@ function usage (roles: Roles, before: Snapshot, after: Snapshot, cores: number):
   if (utilisation.publisher >= SATURATED) saturated.push('publisher')
   if (utilisation.redis >= SATURATED) saturated.push('redis')
   if (machine >= SATURATED * cores) saturated.push('machine')
-  return { utilisation, saturated: saturated.length === 0 ? 'none' : saturated.join('+') }
+  return { serverCpu: cpuOf(roles.server, before, after), utilisation, saturated: saturated.length === 0 ? 'none' : saturated.join('+') }
 }
 
 function perMillion (cpu: CpuTimes, count: number): CpuTimes {
@@ -259,8 +262,7 @@ export async function runFanout (scenario: Scenario, target: Target, round: numb
     const delivered = stats.reduce((sum, s) => sum + s.unique, 0)
     const lastReceiveUs = Math.max(...stats.map((s) => s.lastReceiveUs))
     const durationS = Math.max(1e-6, (lastReceiveUs - published.firstSendUs) / 1e6)
-    const serverCpu = cpuOf(roles.server, before, after)
-    const { utilisation, saturated } = usage(roles, before, after, env.cores)
+    const { serverCpu, utilisation, saturated } = usage(roles, before, after, env.cores)
     return {
       kind: 'fanout',
       scenario: scenario.name,
@@ -355,8 +357,7 @@ export async function runPublish (scenario: Scenario, target: Target, round: num
     const latency = new Histogram()
     latency.merge(published.latency, published.maxLatencyUs)
     const durationS = Math.max(1e-6, (published.lastAckUs - published.firstSendUs) / 1e6)
-    const serverCpu = cpuOf(roles.server, before, after)
-    const { utilisation, saturated } = usage(roles, before, after, env.cores)
+    const { serverCpu, utilisation, saturated } = usage(roles, before, after, env.cores)
     return {
       kind: 'publish',
       scenario: scenario.name,

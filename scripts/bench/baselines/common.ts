@@ -1,7 +1,10 @@
 // What every hand-written baseline shares: the `POST /publish` endpoint with our body shape
 // (`{"channel": string, "data": <JSON>}` → 202 `{"status":"accepted"}`), `GET /health`, and the
 // settings from the environment. Plain node:http, so the baselines carry no framework cost.
+// The two ws baselines also share their whole server (startWsBaseline) but for the hot path.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import { Redis } from 'ioredis'
+import { type WebSocket, WebSocketServer } from 'ws'
 
 const CHANNEL_PATTERN = /^[A-Za-z0-9_.:-]{1,128}$/
 const BODY_LIMIT = 65536
@@ -102,4 +105,72 @@ export function exitOnSignal (close: () => Promise<void>): void {
       close().finally(() => process.exit(0))
     })
   }
+}
+
+/** The sockets of each channel, by channel name (without the Redis prefix). */
+export type Rooms = ReadonlyMap<string, ReadonlySet<WebSocket>>
+
+export interface WsBaseline {
+  /** Prefix of the Redis channel of each channel. */
+  prefix: string
+  /** What `POST /publish` PUBLISHes to Redis channel prefix + channel. */
+  payload: (message: Publish) => string
+  /** Listens on `subscriber` and sends each Redis message to the sockets of its channel's room: what the baselines compare. */
+  deliver: (subscriber: Redis, rooms: Rooms) => void
+}
+
+/**
+ * A ws baseline: `POST /publish` PUBLISHes to Redis; a socket of `/ws?channels=a,b` joins those
+ * rooms, and is told `{"type":"subscribed","channel":…}` once Redis confirms the subscription; a
+ * channel stays SUBSCRIBEd while its room has sockets. Exits on SIGTERM/SIGINT.
+ */
+export async function startWsBaseline ({ prefix, payload, deliver }: WsBaseline): Promise<void> {
+  const publisher = new Redis(env('REDIS_URL'))
+  const subscriber = publisher.duplicate()
+  const rooms = new Map<string, Set<WebSocket>>()
+  const subscriptions = new Map<string, Promise<unknown>>()
+
+  const server = publishServer(async (message) => {
+    await publisher.publish(prefix + message.channel, payload(message))
+  })
+  const wss = new WebSocketServer({ server, path: '/ws' })
+
+  deliver(subscriber, rooms)
+
+  wss.on('connection', (socket, request) => {
+    const channels = channelsOf(request.url)
+    const leave = (): void => {
+      for (const channel of channels) {
+        const room = rooms.get(channel)
+        if (room === undefined) continue
+        room.delete(socket)
+        if (room.size === 0) {
+          rooms.delete(channel)
+          subscriptions.delete(channel)
+          void subscriber.unsubscribe(prefix + channel)
+        }
+      }
+    }
+    socket.on('close', leave)
+    socket.on('error', leave)
+    for (const channel of channels) {
+      let room = rooms.get(channel)
+      if (room === undefined) {
+        room = new Set()
+        rooms.set(channel, room)
+        subscriptions.set(channel, subscriber.subscribe(prefix + channel))
+      }
+      room.add(socket)
+      void subscriptions.get(channel)?.then(() => socket.send(JSON.stringify({ type: 'subscribed', channel })))
+    }
+  })
+
+  await publisher.ping()
+  await listen(server)
+  exitOnSignal(async () => {
+    for (const socket of wss.clients) socket.terminate()
+    server.close()
+    publisher.disconnect()
+    subscriber.disconnect()
+  })
 }
