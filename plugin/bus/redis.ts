@@ -192,10 +192,14 @@ export class RedisBus implements Bus {
     const reasons: string[] = []
     if (publisher !== 'ready') reasons.push(`Redis publisher connection is ${publisher}`)
     else if (this.unconfirmedPublishes > 0) reasons.push(`Redis did not confirm the last ${this.unconfirmedPublishes} publish(es) in time`)
-    // A failed probe tears its connection down, so the subscriber's status already tells it.
-    if (subscriber !== 'ready') reasons.push(`Redis subscriber connection is ${subscriber}`)
+    // A failed probe destroys its connection, but the status changes only when the socket's close
+    // event comes, a loop turn later; until the connection is back, the failed probe is the truth.
+    const failedProbe = this.lastProbe?.ok === false ? this.lastProbe.detail : undefined
+    const subscriberDown = failedProbe !== undefined || subscriber !== 'ready'
+    if (failedProbe !== undefined) reasons.push(`Redis subscriber probe failed (${failedProbe}), connection is ${subscriber}`)
+    else if (subscriberDown) reasons.push(`Redis subscriber connection is ${subscriber}`)
     if (reasons.length === 0) return { state: 'ok', reasons, checks }
-    const nothingWorks = publisher !== 'ready' && subscriber !== 'ready'
+    const nothingWorks = publisher !== 'ready' && subscriberDown
     return { state: nothingWorks ? 'unavailable' : 'degraded', reasons, checks }
   }
 
