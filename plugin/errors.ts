@@ -115,3 +115,21 @@ export const BusRefusedError = createError<[string]>(
   'Redis refused the command: %s',
   502
 )
+
+export const InvalidIdempotencyKeyError = createError(
+  'FRB_INVALID_IDEMPOTENCY_KEY',
+  'An idempotency key must be 1-128 printable ASCII characters',
+  400
+)
+
+export const InvalidResumeError = createError(
+  'FRB_INVALID_RESUME',
+  'To resume, "since" must be a whole number of at least 0 and "epoch" the string from a message or subscribed frame',
+  400
+)
+
+export const HistoryUnavailableError = createError<[string]>(
+  'FRB_NO_HISTORY',
+  'Channel %s keeps no history',
+  404
+)

@@ -1,11 +1,12 @@
-import { BadJsonError, InvalidChannelError, InvalidDataError, UnknownTypeError } from './errors.js'
+import { BadJsonError, InvalidChannelError, InvalidDataError, InvalidResumeError, UnknownTypeError } from './errors.js'
 import { isValidChannel } from './channel.js'
+import type { Resume, SubscribeOutcome } from './hub.js'
 
 // The wire codec: everything that turns a frame into text or text into a frame lives here,
 // so the protocol documented in README.md has exactly one implementation.
 
 export type ClientFrame =
-  | { type: 'subscribe', channel: string }
+  | { type: 'subscribe', channel: string, resume?: Resume }
   | { type: 'unsubscribe', channel: string }
   | { type: 'ping' }
   | { type: 'refresh', token: string }
@@ -55,7 +56,15 @@ export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary
       if (typeof token !== 'string' || token === '') return toWireError(new BadJsonError())
       return { type, token }
     }
-    case 'subscribe':
+    case 'subscribe': {
+      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)))
+      const { since, epoch } = frame as { since?: unknown, epoch?: unknown }
+      if (since === undefined && epoch === undefined) return { type, channel }
+      if (!Number.isSafeInteger(since) || (since as number) < 0 || typeof epoch !== 'string' || epoch.length > 64) {
+        return toWireError(new InvalidResumeError())
+      }
+      return { type, channel, resume: { since: since as number, epoch } }
+    }
     case 'unsubscribe':
       if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)))
       return { type, channel }
@@ -77,8 +86,17 @@ export function errorFrame (error: WireError): string {
   return JSON.stringify({ type: 'error', code: error.code, message: error.message })
 }
 
-export function subscribedFrame (channel: string): string {
-  return `{"type":"subscribed","channel":${JSON.stringify(channel)}}`
+/** `recovered` is there only when the client asked to resume; the position only for a channel with history. */
+export function subscribedFrame (channel: string, { position, recovered }: SubscribeOutcome = {}): string {
+  let text = `{"type":"subscribed","channel":${JSON.stringify(channel)}`
+  if (recovered !== undefined) text += `,"recovered":${String(recovered)}`
+  if (position !== undefined) text += `,"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset}`
+  return text + '}'
+}
+
+/** Messages of the channel were lost on the way to this client: it should subscribe again with `since`. */
+export function gapFrame (channel: string): string {
+  return `{"type":"gap","channel":${JSON.stringify(channel)}}`
 }
 
 export function unsubscribedFrame (channel: string): string {

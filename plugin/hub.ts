@@ -5,6 +5,10 @@ import type { WebSocket } from 'ws'
 import type { Bus } from './bus/bus.js'
 import type { BroadcastStats } from './stats.js'
 import { textFrame } from './websocket-frame.js'
+import { gapFrame } from './frames.js'
+import type { HistorySettings } from './history/settings.js'
+import { readPosition, type Position } from './history/sequence.js'
+import { isRun, LiveOrder } from './history/live-order.js'
 
 const OPEN = 1
 export const CLOSE_GOING_AWAY = 1001
@@ -17,6 +21,22 @@ export interface DeliveryPolicy {
   slowConsumerBytes: number
   /** How long a connection may keep unsent data without draining, in milliseconds. */
   slowConsumerTimeout: number
+  /** Each channel's history settings: a channel with history has offsets and can be resumed. */
+  historyOf: (channel: string) => HistorySettings
+  /** The most messages a resuming subscriber is sent, and that a gap repair reads back. */
+  maxReplay: number
+}
+
+/** Where a client asks to resume a channel: after `since`, in the history named `epoch`. */
+export interface Resume {
+  since: number
+  epoch: string
+}
+
+/** How a subscription starts: the channel's position, and whether a resume was honoured. */
+export interface SubscribeOutcome {
+  position?: Position
+  recovered?: boolean
 }
 
 /**
@@ -35,6 +55,11 @@ export class Connection {
   grants: readonly string[] | undefined
   /** When the heartbeat pinged this connection and no pong or frame has come back since; 0 if none is due. */
   pingedAt = 0
+  /**
+   * Live messages of channels this connection is joining, held while their history is read so
+   * that they follow the replay without a gap or a duplicate; undefined when none is joining.
+   */
+  held: Map<string, Buffer[]> | undefined
 
   /** Buffers waiting for this turn's write, in order; may be a message's own (shared) parts. */
   private pending: Buffer[] | undefined
@@ -115,6 +140,23 @@ export class Connection {
     direct.uncork()
   }
 
+  /** Queues the messages held for `channel` that come after `top` of history `epoch`, and stops holding. */
+  release (channel: string, epoch: string | undefined, top: number): void {
+    const held = this.held?.get(channel)
+    if (held === undefined) return
+    this.stopHolding(channel)
+    for (const payload of held) {
+      const position = readPosition(payload, channel)
+      if (position === undefined || position.epoch !== epoch || position.offset > top) this.enqueue(payload)
+    }
+  }
+
+  stopHolding (channel: string): void {
+    if (this.held === undefined) return
+    this.held.delete(channel)
+    if (this.held.size === 0) this.held = undefined
+  }
+
   /** Closes after the frames already queued, so a reply sent just before still arrives first. */
   close (code: number, reason: string): void {
     this.flush()
@@ -157,6 +199,9 @@ export class Hub {
   /** Connections with frames queued this turn, written together by one microtask. */
   private dirty: Connection[] = []
 
+  /** Keeps each channel's live messages in offset order and repairs gaps from history. */
+  private readonly liveOrder: LiveOrder
+
   /** Set when the app starts closing: no new connection may join from then on. */
   closing = false
 
@@ -165,7 +210,24 @@ export class Hub {
     private readonly log: FastifyBaseLogger,
     readonly policy: DeliveryPolicy,
     private readonly stats: BroadcastStats
-  ) {}
+  ) {
+    this.liveOrder = new LiveOrder({
+      deliver: (channel, frame) => { this.deliver(channel, frame) },
+      fetch: async (channel, since, limit) => await this.bus.readHistory(channel, { since, limit }),
+      reportGap: (channel) => { this.deliver(channel, Buffer.from(gapFrame(channel))) }
+    }, policy.maxReplay, stats, log)
+  }
+
+  /** A message from the bus: messages of channels with history are put in offset order first. */
+  receive (channel: string | null, payload: Buffer): void {
+    if (channel === null) this.deliver(null, payload)
+    else this.liveOrder.accept(channel, payload)
+  }
+
+  /** The bus connection came back: read back what each channel missed meanwhile. */
+  catchUp (): void {
+    this.liveOrder.catchUp()
+  }
 
   /** Registers a new socket; `direct` is its TCP socket when frames may be written to it as bytes. */
   open (socket: WebSocket, direct?: Socket): Connection {
@@ -179,8 +241,13 @@ export class Hub {
     return this.listeners.size
   }
 
-  /** Resolves once the connection will receive what is published on `channel` from now on. */
-  async join (connection: Connection, channel: string): Promise<void> {
+  /**
+   * Resolves once the connection receives what is published on `channel` from now on. For a
+   * channel with history, `announce` is told the channel's position (and whether `resume` could
+   * be honoured) just before the replay is queued; live messages that arrive meanwhile are held,
+   * then queued after the replay, none twice and none missing.
+   */
+  async join (connection: Connection, channel: string, resume?: Resume, announce: (outcome: SubscribeOutcome) => void = () => {}): Promise<void> {
     if (!this.connections.has(connection)) return
     let listeners = this.listeners.get(channel)
     if (listeners === undefined) {
@@ -190,8 +257,31 @@ export class Hub {
     }
     listeners.add(connection)
     connection.channels.add(channel)
+    const keepsHistory = this.policy.historyOf(channel).size > 0
+    if (keepsHistory) {
+      connection.held ??= new Map()
+      connection.held.set(channel, [])
+    }
     try {
       await this.pending.get(channel)
+      if (!keepsHistory) {
+        announce(resume === undefined ? {} : { recovered: false })
+        return
+      }
+      const page = await this.bus.readHistory(channel, { since: resume?.since, limit: this.policy.maxReplay })
+      // Unsubscribed or gone while the history was read: nothing more to send.
+      if (!connection.channels.has(channel)) return
+      const position = page === undefined ? undefined : { offset: page.offset, epoch: page.epoch }
+      let replay = false
+      if (resume !== undefined) {
+        replay = page !== undefined && page.epoch === resume.epoch && resume.since <= page.offset &&
+          page.offset - resume.since <= this.policy.maxReplay && isRun(page, resume.since, page.offset)
+        if (replay) this.stats.resumed++
+        else this.stats.resumeFailures++
+      }
+      announce(resume === undefined ? { position } : { position, recovered: replay })
+      if (replay) for (const message of (page as NonNullable<typeof page>).messages) connection.enqueue(message.frame)
+      connection.release(channel, position?.epoch, position?.offset ?? 0)
     } catch (err) {
       this.leave(connection, channel)
       throw err
@@ -200,12 +290,14 @@ export class Hub {
 
   leave (connection: Connection, channel: string): void {
     if (!connection.channels.delete(channel)) return
+    connection.stopHolding(channel)
     const listeners = this.listeners.get(channel)
     /* c8 ignore next -- a connection's channels and the listener map change together */
     if (listeners === undefined) return
     listeners.delete(connection)
     if (listeners.size > 0) return
     this.listeners.delete(channel)
+    this.liveOrder.forget(channel)
     const unsubscribed = this.bus.unsubscribe(channel).catch(
       /* c8 ignore next 3 -- UNSUBSCRIBE waits in the offline queue while Redis is away and is not
          subject to channel ACLs, so no real fault makes it fail; kept so one never goes unhandled */
@@ -232,6 +324,11 @@ export class Hub {
     const frame = textFrame(payload)
     let delivered = 0
     for (const connection of targets) {
+      const held = channel === null ? undefined : connection.held?.get(channel)
+      if (held !== undefined) {
+        held.push(payload)
+        continue
+      }
       try {
         if (connection.enqueue(payload, frame)) delivered++
       } catch (err) {

@@ -8,33 +8,54 @@ import { resolveOptions, type RedisBroadcastOptions, type ResolvedOptions } from
 import { CLOSE_GOING_AWAY, Hub, type Connection } from './hub.js'
 import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
-import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, MessageTooLargeError } from './errors.js'
-import type { Bus, BusMessage } from './bus/bus.js'
+import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, InvalidIdempotencyKeyError, MessageTooLargeError } from './errors.js'
+import type { Bus, BusMessage, PublishResult } from './bus/bus.js'
+import { historySettings } from './history/settings.js'
+import { isValidIdempotencyKey } from './history/idempotency.js'
 import { foreignPayloadReason, PROTO_KEY } from './bus/payload-check.js'
 import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { startHeartbeat } from './heartbeat.js'
 import { BEARER_PROTOCOL, createAuthenticator } from './security/connect-auth.js'
 import { createPublishGuard } from './security/publish-auth.js'
+import { createSubscribeCheck } from './security/subscribe-check.js'
 import { MemoryBus } from './bus/memory.js'
 import { reconnectDelay, RedisBus } from './bus/redis.js'
 import websocketRoute, { handleSocketError } from '../routes/websocket.js'
 import publishRoute from '../routes/publish.js'
 import healthRoute from '../routes/health.js'
+import historyRoute from '../routes/history.js'
 
 export interface BroadcastOptions {
   /** Deliver only to this channel's subscribers; left out, to every connection on every instance. */
   channel?: string
+  /**
+   * The same key on the same channel within `idempotencyWindow` publishes once: a retry gets the
+   * first publish's result, with `duplicate: true`.
+   */
+  idempotencyKey?: string
+}
+
+export interface BroadcastMessage extends BroadcastOptions {
+  data: unknown
+}
+
+export interface BroadcastResult {
+  /** The message's offset and its history's epoch; absent for a channel without history. */
+  offset?: number
+  epoch?: string
+  /** True when the idempotency key was seen before and nothing new was published. */
+  duplicate: boolean
 }
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Publishes `data` to every instance; resolves once the bus has accepted it. */
-    broadcast: (data: unknown, options?: BroadcastOptions) => Promise<void>
+    broadcast: (data: unknown, options?: BroadcastOptions) => Promise<BroadcastResult>
     /**
      * Publishes several messages in order, as one step on Redis (all or none); resolves once the
      * bus has accepted them.
      */
-    broadcastMany: (messages: ReadonlyArray<{ data: unknown, channel?: string }>) => Promise<void>
+    broadcastMany: (messages: readonly BroadcastMessage[]) => Promise<BroadcastResult[]>
     /** This instance's open WebSocket connections. */
     broadcastConnections: ReadonlySet<Connection>
     /** Counters of this instance since it started: connections, messages, faults. */
@@ -51,47 +72,58 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const options = resolveOptions(rawOptions)
   const stats = new BroadcastStats()
   const bus = createBus(fastify, options, stats)
-  const hub = new Hub(bus, fastify.log, options, stats)
+  const historyOf = historySettings(options.history, options.history.rules)
+  const hub = new Hub(bus, fastify.log, { ...options, historyOf, maxReplay: options.history.maxReplay }, stats)
 
   /** Validates and encodes one message; throws the error its publisher should hear. */
-  function prepare (data: unknown, channel: string | undefined): BusMessage {
+  function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string): BusMessage {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
     const payload = encodeMessage(data, channel)
     const size = Buffer.byteLength(payload)
     if (size > options.maxMessageBytes) throw new MessageTooLargeError(size, options.maxMessageBytes)
     // Every instance drops payloads with this key as foreign: refuse it here, where the caller hears.
     if (payload.includes(PROTO_KEY)) throw new InvalidDataError('an object key may not be "__proto__"')
-    return { channel: channel ?? null, payload }
+    if (idempotencyKey !== undefined && !isValidIdempotencyKey(idempotencyKey)) throw new InvalidIdempotencyKeyError()
+    const history = channel === undefined ? undefined : historyOf(channel)
+    return {
+      channel: channel ?? null,
+      payload,
+      history: history === undefined || history.size === 0 ? undefined : history,
+      idempotencyKey
+    }
   }
 
-  async function publish (messages: BusMessage[]): Promise<void> {
+  async function publish (messages: BusMessage[]): Promise<BroadcastResult[]> {
+    let results: PublishResult[]
     try {
-      await bus.publishMany(messages)
+      results = await bus.publishMany(messages)
     } catch (err) {
       stats.publishFailures += messages.length
       throw err
     }
     stats.published += messages.length
+    return results.map(toBroadcastResult)
   }
 
-  async function broadcast (data: unknown, { channel }: BroadcastOptions = {}): Promise<void> {
-    await publish([prepare(data, channel)])
+  async function broadcast (data: unknown, { channel, idempotencyKey }: BroadcastOptions = {}): Promise<BroadcastResult> {
+    const [result] = await publish([prepare(data, channel, idempotencyKey)])
+    return result
   }
 
-  async function broadcastMany (messages: ReadonlyArray<{ data: unknown, channel?: string }>): Promise<void> {
+  async function broadcastMany (messages: readonly BroadcastMessage[]): Promise<BroadcastResult[]> {
     if (messages.length > options.maxBatchSize) {
       throw new InvalidDataError(`a batch holds at most ${options.maxBatchSize} messages (maxBatchSize), got ${messages.length}`)
     }
     // Every message is checked before any is sent: a bad one refuses the whole batch.
-    const prepared = messages.map(({ data, channel }, index) => {
+    const prepared = messages.map(({ data, channel, idempotencyKey }, index) => {
       try {
-        return prepare(data, channel)
+        return prepare(data, channel, idempotencyKey)
       } catch (err) {
         (err as Error).message = `message ${index}: ${(err as Error).message}`
         throw err
       }
     })
-    if (prepared.length > 0) await publish(prepared)
+    return prepared.length > 0 ? await publish(prepared) : []
   }
 
   let lastForeignLog = 0
@@ -99,7 +131,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     stats.messagesIn++
     const foreign = foreignPayloadReason(payload, options.maxMessageBytes)
     if (foreign === undefined) {
-      hub.deliver(channel, payload)
+      hub.receive(channel, payload)
       return
     }
     stats.droppedForeignPayloads++
@@ -117,7 +149,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
 
   let stopHeartbeat = (): void => {}
   fastify.addHook('onReady', async () => {
-    await bus.start(onBusMessage)
+    await bus.start(onBusMessage, () => { hub.catchUp() })
     if (options.heartbeatInterval > 0) {
       stopHeartbeat = startHeartbeat(hub.connections,
         { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
@@ -181,12 +213,14 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     })
   }
 
+  const authenticator = createAuthenticator(jwt, options.authorize)
+  const mayRead = createSubscribeCheck(authenticator, options.canSubscribe)
   if (options.websocketPath !== false) {
     await fastify.register(websocketRoute, {
       path: options.websocketPath,
       hub,
-      authenticator: createAuthenticator(jwt, options.authorize),
-      canSubscribe: options.canSubscribe,
+      authenticator,
+      mayRead,
       originPolicy: { allowedOrigins: options.allowedOrigins, requireOrigin: options.requireOrigin },
       limits: {
         maxChannels: options.maxChannelsPerConnection,
@@ -211,13 +245,21 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       rateLimit: options.rateLimit.publish
     })
   }
+  if (options.historyPath !== false) {
+    await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, authenticator, mayRead })
+  }
   if (options.healthPath !== false) {
     await fastify.register(healthRoute, { path: options.healthPath, bus })
   }
 }
 
+function toBroadcastResult ({ position, duplicate }: PublishResult): BroadcastResult {
+  return position === undefined ? { duplicate } : { offset: position.offset, epoch: position.epoch, duplicate }
+}
+
 function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: BroadcastStats): Bus {
   const common = {
+    idempotencyWindow: options.idempotencyWindow,
     prefix: options.redisPrefix,
     readyTimeout: options.redisReadyTimeout,
     commandTimeout: options.publishTimeout,
@@ -247,7 +289,7 @@ function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: B
   if (fastify.hasDecorator('redis')) {
     return new RedisBus({ ...common, publisher: (fastify as unknown as { redis: Redis }).redis, ownsPublisher: false })
   }
-  return new MemoryBus()
+  return new MemoryBus(options.idempotencyWindow)
 }
 
 export const redisBroadcast = fp(redisBroadcastPlugin, {

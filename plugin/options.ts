@@ -10,6 +10,12 @@ function routePath (path: string, route: string) {
     description: `Path of the ${route} route, or false to leave it out`
   })
 }
+const ChannelPatterns = (description: string, defaults: string[]) => Type.Array(Type.String({ minLength: 1 }), { default: defaults, description })
+const HistoryRule = Type.Object({
+  channels: Type.String({ minLength: 1, description: 'A channel name, or a prefix followed by * (`chat.*`, or `*` for every channel)' }),
+  size: Type.Integer({ minimum: 0, description: 'Messages kept (0: no history, no offsets)' }),
+  ttl: Type.Integer({ minimum: 1, description: 'How long a channel\'s history outlives its last publish, in milliseconds' })
+}, { additionalProperties: false })
 const RateLimit = Type.Object({
   max: Type.Integer({ minimum: 1, description: 'Requests allowed per window and IP' }),
   timeWindow: Type.Integer({ minimum: 1, description: 'Window length, in milliseconds' })
@@ -21,6 +27,8 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   websocketPath: routePath('/ws', 'WebSocket'),
   publishPath: routePath('/publish', 'publish'),
   healthPath: routePath('/health', 'health'),
+  historyPath: routePath('/history', 'history (GET <path>/:channel)'),
+  presencePath: routePath('/presence', 'presence (GET <path>/:channel)'),
   publishBodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted POST /publish body, in bytes' }),
   maxPayload: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted client frame, in bytes, after inflation' }),
   redisReadyTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long startup waits for Redis, in milliseconds' }),
@@ -51,6 +59,18 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   probeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a probe may take before the subscriber connection is torn down and reopened, in milliseconds' }),
   closeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a closing connection may take to answer the close handshake before it is terminated, in milliseconds' }),
   clientByteRate: Type.Integer({ minimum: 1, default: 65536, description: 'Bytes per second a client may send, sustained (bursts up to twice maxPayload)' }),
+  history: Type.Object({
+    size: Type.Integer({ minimum: 0, default: 100, description: 'Messages kept per channel (0: no history, no offsets)' }),
+    ttl: Type.Integer({ minimum: 1, default: 300000, description: 'How long a channel\'s history outlives its last publish, in milliseconds' }),
+    rules: Type.Array(HistoryRule, { default: [], description: 'Per channel pattern settings; the first rule that matches wins' }),
+    maxReplay: Type.Integer({ minimum: 0, default: 300, description: 'Most messages a resuming subscriber is sent; beyond it the reply is recovered: false' })
+  }, { default: {}, additionalProperties: false, description: 'Message history kept in Redis Streams (needs Redis)' }),
+  idempotencyWindow: Type.Integer({ minimum: 1, default: 300000, description: 'How long a publish\'s idempotencyKey is remembered, in milliseconds' }),
+  presence: Type.Object({
+    channels: ChannelPatterns('Channels whose members are tracked (`*`: all; empty: none)', ['*']),
+    events: ChannelPatterns('Channels whose subscribers get join and leave frames', []),
+    ttl: Type.Integer({ minimum: 1, default: 30000, description: 'How long a crashed instance\'s members stay listed, in milliseconds' })
+  }, { default: {}, additionalProperties: false, description: 'Who is subscribed to a channel, across instances (needs Redis)' }),
   rateLimit: Type.Object({
     upgrade: Type.Optional(RateLimit),
     publish: Type.Optional(RateLimit)

@@ -21,6 +21,14 @@ export class BroadcastStats {
   subscriberReconnects = 0
   /** Probes of the subscriber connection that failed or timed out. */
   probeFailures = 0
+  /** Runs of missed messages read back from history and delivered in order. */
+  gapsRepaired = 0
+  /** Runs of missed messages that could not be read back: the channel's clients got a gap frame. */
+  gapsReported = 0
+  /** Subscriptions that resumed from an offset and got everything after it. */
+  resumed = 0
+  /** Subscriptions that asked to resume but could not (`recovered: false`). */
+  resumeFailures = 0
 
   /** `connections` and `channels`: open WebSockets and channels listened on, right now. */
   snapshot (connections: number, channels: number): BroadcastStatsSnapshot {

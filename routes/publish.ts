@@ -2,17 +2,28 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelName } from '../plugin/channel.js'
+import { IdempotencyKey } from '../plugin/history/idempotency.js'
+import type { BroadcastResult } from '../plugin/index.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
 export const PublishBody = Type.Object({
   channel: Type.Optional(ChannelName),
-  data: Type.Unknown({ description: 'Any JSON value, delivered to subscribers as is' })
+  data: Type.Unknown({ description: 'Any JSON value, delivered to subscribers as is' }),
+  idempotencyKey: Type.Optional(IdempotencyKey)
 }, { required: ['data'] })
+
+const Position = {
+  offset: Type.Optional(Type.Integer({ description: 'The message\'s offset in its channel\'s history (channels with history only)' })),
+  epoch: Type.Optional(Type.String({ description: 'The history the offset belongs to' })),
+  duplicate: Type.Optional(Type.Literal(true, { description: 'The idempotency key was seen before: nothing new was published, the offset is the first publish\'s' }))
+}
 
 export const PublishAccepted = Type.Object({
   status: Type.Literal('accepted'),
-  count: Type.Optional(Type.Integer({ description: 'For a batch: how many messages were accepted, all of them, in order' }))
+  ...Position,
+  count: Type.Optional(Type.Integer({ description: 'For a batch: how many messages were accepted, all of them, in order' })),
+  results: Type.Optional(Type.Array(Type.Object(Position), { description: 'For a batch: each message\'s result, in order' }))
 })
 
 /** A single publication, or a batch of them published in order in one round trip. */
@@ -49,15 +60,24 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
   }, async (request, reply) => {
     const body = request.body
     try {
-      if (Array.isArray(body)) await fastify.broadcastMany(body)
-      else await fastify.broadcast(body.data, { channel: body.channel })
+      if (Array.isArray(body)) {
+        const results = await fastify.broadcastMany(body)
+        return await reply.code(202).send({ status: 'accepted', count: results.length, results: results.map(positionOf) })
+      }
+      const result = await fastify.broadcast(body.data, { channel: body.channel, idempotencyKey: body.idempotencyKey })
+      return await reply.code(202).send({ status: 'accepted', ...positionOf(result) })
     } catch (err) {
       // The bus is down or slow: tell the publisher when a retry is worth it.
       if ((err as { statusCode?: number }).statusCode === 503) reply.header('retry-after', RETRY_AFTER_SECONDS)
       throw err
     }
-    return await reply.code(202).send(Array.isArray(body) ? { status: 'accepted', count: body.length } : { status: 'accepted' })
   })
+}
+
+/** What a publisher learns of one message: its offset and epoch, and `duplicate` only when true. */
+function positionOf ({ offset, epoch, duplicate }: BroadcastResult): { offset?: number, epoch?: string, duplicate?: true } {
+  const position = offset === undefined ? {} : { offset, epoch }
+  return duplicate ? { ...position, duplicate } : position
 }
 
 export default publishRoute

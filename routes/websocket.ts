@@ -5,7 +5,7 @@ import type { FastifyBaseLogger, FastifyPluginAsync, FastifyRequest } from 'fast
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { RawData, WebSocket } from 'ws'
 import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
-import { CLOSE_GOING_AWAY, type Connection, type Hub } from '../plugin/hub.js'
+import { CLOSE_GOING_AWAY, type Connection, type Hub, type Resume } from '../plugin/hub.js'
 import { markAlive } from '../plugin/heartbeat.js'
 import {
   errorFrame, isWireError, parseClientFrame, PONG_FRAME, REFRESHED_FRAME, subscribedFrame, toWireError, unsubscribedFrame
@@ -15,10 +15,9 @@ import {
   ServerFullError, TooManyConnectionsError
 } from '../plugin/errors.js'
 import type { Authenticator, ConnectionAuth } from '../plugin/security/connect-auth.js'
-import { isGranted } from '../plugin/security/grants.js'
+import type { SubscribeCheck } from '../plugin/security/subscribe-check.js'
 import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js'
 import { TokenBucket } from '../plugin/security/token-bucket.js'
-import type { CanSubscribe } from '../plugin/options.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
@@ -57,7 +56,8 @@ interface WebsocketRouteOptions {
   path: string
   hub: Hub
   authenticator: Authenticator
-  canSubscribe: CanSubscribe | undefined
+  /** Whether a client may subscribe to a channel. */
+  mayRead: SubscribeCheck
   originPolicy: OriginPolicy
   limits: ConnectionLimits
   /** Whether the heartbeat runs, so pongs must be noted. */
@@ -89,7 +89,7 @@ interface Client {
 
 /** GET <path>: checks a client before the upgrade, then speaks the frame protocol of README.md. */
 const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instance, options) => {
-  const { path, hub, authenticator, canSubscribe, originPolicy, limits, heartbeat, ownsErrorHandler } = options
+  const { path, hub, authenticator, mayRead, originPolicy, limits, heartbeat, ownsErrorHandler } = options
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   const config = await enableRateLimit(instance, options.rateLimit)
   const upgrades = new WeakMap<FastifyRequest, Upgrade>()
@@ -121,9 +121,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
   }
 
   async function mayJoin (connection: Connection, channel: string): Promise<boolean> {
-    if (canSubscribe !== undefined) return await canSubscribe(connection.identity, channel)
-    if (!authenticator.enabled) return true
-    return isGranted(connection.grants ?? [], channel)
+    return await mayRead(connection.identity, connection.grants, channel)
   }
 
   /**
@@ -249,7 +247,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
       } else if (frame.type === 'ping') {
         connection.send(PONG_FRAME)
       } else if (frame.type === 'subscribe') {
-        await subscribe(client, frame.channel)
+        await subscribe(client, frame.channel, frame.resume)
       } else if (frame.type === 'unsubscribe') {
         hub.leave(connection, frame.channel)
         connection.send(unsubscribedFrame(frame.channel))
@@ -277,15 +275,14 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     }, Math.min(Math.max(delay, 0), MAX_TIMER_DELAY))
   }
 
-  async function subscribe (client: Client, channel: string): Promise<void> {
+  async function subscribe (client: Client, channel: string, resume?: Resume): Promise<void> {
     const { connection } = client
     try {
       if (!connection.channels.has(channel) && connection.channels.size >= limits.maxChannels) {
         throw new ChannelLimitError(limits.maxChannels)
       }
       if (!await mayJoin(connection, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
-      await hub.join(connection, channel)
-      connection.send(subscribedFrame(channel))
+      await hub.join(connection, channel, resume, (outcome) => connection.send(subscribedFrame(channel, outcome)))
     } catch (err) {
       // Redis down (503) or refusing (502): the operator should hear of it, not only the client.
       if (((err as { statusCode?: number } | null | undefined)?.statusCode ?? 0) >= 500) logOf(client).warn({ err, channel }, 'subscribe failed')

@@ -18,7 +18,10 @@ for (const kind of BUS_KINDS) {
       : { channel: i % 2 === 0 ? 'even' : 'odd', data: { seq: i } })
     const response = await publish(batch)
     t.equal(response.status, 202)
-    t.same(await response.json(), { status: 'accepted', count: 100 })
+    const accepted = await response.json() as { status: string, count: number, results: Array<{ offset?: number }> }
+    t.match(accepted, { status: 'accepted', count: 100 })
+    t.same(accepted.results.map((r) => r.offset), batch.map((m) => m.channel === undefined ? undefined : batch.filter((n, i) => n.channel === m.channel && i <= batch.indexOf(m)).length),
+      'each message is answered in order: consecutive offsets per channel, none for a broadcast to all')
     const seqs = (frames: Array<{ data?: unknown }>): number[] => frames.map((f) => (f.data as { seq: number }).seq)
     const expectedEven = batch.filter((m, i) => m.channel === 'even' || i % 10 === 9).map((m) => m.data.seq)
     const expectedOdd = batch.filter((m, i) => m.channel === 'odd' || i % 10 === 9).map((m) => m.data.seq)

@@ -2,6 +2,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build, busOptions, BUS_KINDS } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
+import { plain } from './helpers/client.js'
 
 const redis = await startRedis()
 t.teardown(() => redis.stop())
@@ -18,9 +19,10 @@ for (const kind of BUS_KINDS) {
       ], 'one subscribed frame per channel, in the order asked')
       const response = await publish({ channel: 'news', data: { text: 'hi', n: [1, 2, { deep: true }] } })
       t.equal(response.status, 202)
-      t.same(await response.json(), { status: 'accepted' })
+      t.same(await response.json(), { status: 'accepted', offset: 1, epoch: (await client.messages(1))[0].epoch }, 'the reply says where the message stands')
       const [message] = await client.messages(1)
-      t.same(message, { type: 'message', channel: 'news', data: { text: 'hi', n: [1, 2, { deep: true }] } })
+      t.match(message, { offset: 1, epoch: /^[0-9a-f]+$/ }, 'and so does the frame')
+      t.same(plain([message])[0], { type: 'message', channel: 'news', data: { text: 'hi', n: [1, 2, { deep: true }] } })
     })
 
     t.test('a publish reaches only the subscribers of its channel', async (t) => {
@@ -35,9 +37,9 @@ for (const kind of BUS_KINDS) {
       await news.messages(1)
       await sport.messages(1)
       await sleep(100)
-      t.same(news.received(), [{ type: 'message', channel: 'news', data: 'n1' }])
-      t.same(sport.received(), [{ type: 'message', channel: 'sport', data: 's1' }])
-      t.same(idle.received(), [], 'a client with no channel gets no channel message')
+      t.same(plain(news.received()), [{ type: 'message', channel: 'news', data: 'n1' }])
+      t.same(plain(sport.received()), [{ type: 'message', channel: 'sport', data: 's1' }])
+      t.same(plain(idle.received()), [], 'a client with no channel gets no channel message')
     })
 
     t.test('a publish without a channel reaches every connection, with no channel key', async (t) => {
@@ -58,7 +60,7 @@ for (const kind of BUS_KINDS) {
       await client.waitFor((f) => f.type === 'subscribed')
       await app.broadcast({ from: 'code' }, { channel: 'c' })
       await app.broadcast('everyone')
-      t.same(await client.messages(2), [
+      t.same(plain(await client.messages(2)), [
         { type: 'message', channel: 'c', data: { from: 'code' } },
         { type: 'message', data: 'everyone' }
       ])

@@ -4,6 +4,7 @@ import type { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
+import { plain } from './helpers/client.js'
 
 const redis = await startRedis()
 t.teardown(() => redis.stop())
@@ -20,10 +21,10 @@ t.test('a subscription Redis refuses gets an error frame, and the connection kee
   const refusedPublish = await publish({ channel: 'private', data: 'no' })
   t.equal(refusedPublish.status, 502, 'a publish Redis refuses is a 502: retrying would not help')
   t.equal(refusedPublish.headers.get('retry-after'), null, 'so no Retry-After')
-  t.match(await refusedPublish.json(), { code: 'FRB_BUS_REFUSED', message: /NOPERM|permission/i })
+  t.match(await refusedPublish.json(), { code: 'FRB_BUS_REFUSED', message: /NOPERM|permission|can't publish/i })
   await client.subscribe('public:news')
   await publish({ channel: 'public:news', data: 'ok' })
-  t.same(await client.messages(1), [{ type: 'message', channel: 'public:news', data: 'ok' }])
+  t.same(plain(await client.messages(1)), [{ type: 'message', channel: 'public:news', data: 'ok' }])
 })
 
 for (const compression of [false, true]) {
@@ -59,7 +60,7 @@ t.test('a frame over the size limit closes that socket with 1009; the others kee
   t.equal((await offender.closed).code, 1009)
   await sleep(20)
   await publish({ channel: 'c', data: 'still flowing' })
-  t.same(await bystander.messages(1), [{ type: 'message', channel: 'c', data: 'still flowing' }])
+  t.same(plain(await bystander.messages(1)), [{ type: 'message', channel: 'c', data: 'still flowing' }])
 })
 
 t.test('ws writes its own frames to the TCP socket at once, so prebuilt frames written beside them keep their order', async (t) => {

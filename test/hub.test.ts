@@ -5,7 +5,7 @@ import { BroadcastStats } from '../plugin/stats.js'
 import type { WebSocket } from 'ws'
 import { MemoryBus } from '../plugin/bus/memory.js'
 
-const POLICY = { slowConsumerBytes: 1024, slowConsumerTimeout: 1000 }
+const POLICY = { slowConsumerBytes: 1024, slowConsumerTimeout: 1000, historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300 }
 
 t.test('a message for a channel nobody here listens on is delivered to no one', async (t) => {
   const bus = new MemoryBus()

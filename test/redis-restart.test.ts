@@ -20,7 +20,7 @@ async function numsub (...channels: string[]): Promise<number[]> {
 }
 
 /** Broadcasts `probe` messages every 50 ms until every client has one; returns when the last arrived. */
-async function untilDelivered (broadcast: (seq: number) => Promise<void>, clients: TestClient[], timeout: number): Promise<number> {
+async function untilDelivered (broadcast: (seq: number) => Promise<unknown>, clients: TestClient[], timeout: number): Promise<number> {
   const deadline = Date.now() + timeout
   const firstAt = new Map<TestClient, number>()
   const counts = clients.map((client) => client.received().length)

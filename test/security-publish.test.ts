@@ -2,6 +2,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
+import { plain, type Frame } from './helpers/client.js'
 
 const redis = await startRedis()
 t.teardown(() => redis.stop())
@@ -9,7 +10,7 @@ t.teardown(() => redis.stop())
 const KEY = 'k1-0123456789abcdef'
 const NEXT_KEY = 'k2-fedcba9876543210'
 
-async function quietFor (client: { received: () => unknown[] }, ms = 500): Promise<unknown[]> {
+async function quietFor (client: { received: () => Frame[] }, ms = 500): Promise<Frame[]> {
   await sleep(ms)
   return client.received()
 }
@@ -69,7 +70,7 @@ t.test('without keys, a publish from a non-loopback peer gets 401 with how to co
   const local = await app.inject({ method: 'POST', url: '/publish', remoteAddress: '127.0.0.1', payload: { channel: 'news', data: 'local' } })
   t.equal(local.statusCode, 202, 'loopback peers may publish without a key')
   t.same((await client.messages(1)).map((m) => m.data), ['local'])
-  t.same(await quietFor(client, 200), [{ type: 'message', channel: 'news', data: 'local' }], 'the remote publish never arrived')
+  t.same(plain(await quietFor(client, 200)), [{ type: 'message', channel: 'news', data: 'local' }], 'the remote publish never arrived')
 })
 
 t.test('insecurePublish: true opts out of the loopback rule', async (t) => {

@@ -1,3 +1,6 @@
+import type { HistorySettings } from '../history/settings.js'
+import type { Position } from '../history/sequence.js'
+
 /**
  * A transport between the instances of a service. `channel` is a plugin channel name, or
  * `null` for the broadcast-to-all channel every instance listens on.
@@ -12,10 +15,19 @@
  */
 export interface Bus {
   readonly kind: 'redis' | 'memory'
-  start (onMessage: BusMessageHandler): Promise<void>
+  /** `onReconnected`: the transport lost messages while it was away and is receiving again. */
+  start (onMessage: BusMessageHandler, onReconnected?: () => void): Promise<void>
   publish (channel: string | null, payload: string): Promise<void>
-  /** Publishes several messages in order, in one round trip where the transport allows. */
-  publishMany (messages: readonly BusMessage[]): Promise<void>
+  /**
+   * Publishes several messages in order, in one round trip where the transport allows; answers
+   * each with its position in its channel's history (when the channel keeps one).
+   */
+  publishMany (messages: readonly BusMessage[]): Promise<PublishResult[]>
+  /**
+   * Reads a channel's history: its current position and, when `since` is given, up to `limit`
+   * messages after it. Undefined when the channel has no history (none kept, or lost).
+   */
+  readHistory (channel: string, query: HistoryQuery): Promise<HistoryPage | undefined>
   subscribe (channel: string): Promise<void>
   unsubscribe (channel: string): Promise<void>
   health (): BusHealth
@@ -24,7 +36,35 @@ export interface Bus {
 
 export interface BusMessage {
   channel: string | null
+  /** The frame; for a channel kept in history, the bus inserts the position after its head. */
   payload: string
+  /** The channel's history settings; left out, the message is only published. */
+  history?: HistorySettings
+  /** A message with the same key on the same channel within `idempotencyWindow` is published once. */
+  idempotencyKey?: string
+}
+
+export interface PublishResult {
+  /** The message's offset in its channel's history, and the history's epoch; absent without history. */
+  position?: Position
+  /** True when the idempotency key was seen before: nothing was published, `position` is the first one's. */
+  duplicate: boolean
+}
+
+export interface HistoryQuery {
+  /** Messages after this offset; left out, only the position is read. */
+  since?: number
+  limit: number
+  /** Newest first. */
+  reverse?: boolean
+}
+
+export interface HistoryPage {
+  epoch: string
+  /** The offset of the channel's latest message. */
+  offset: number
+  /** Frames as clients receive them, with their offsets, in the order asked for. */
+  messages: Array<{ offset: number, frame: Buffer }>
 }
 
 export type BusMessageHandler = (channel: string | null, payload: Buffer) => void

@@ -1,9 +1,12 @@
+import { randomBytes } from 'node:crypto'
 import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Bus, BusHealth, BusMessage, BusMessageHandler } from './bus.js'
+import type { Bus, BusHealth, BusMessage, BusMessageHandler, HistoryPage, HistoryQuery, PublishResult } from './bus.js'
 import { BusRefusedError, BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
+import { messageHeadLength, type Position } from '../history/sequence.js'
+import { PUBLISH_SCRIPT, READ_SCRIPT, runScript, script } from './scripts.js'
 
 export interface RedisBusOptions {
   /** Publishes and runs commands; may belong to the user. */
@@ -16,6 +19,8 @@ export interface RedisBusOptions {
   readyTimeout: number
   /** How long a publish or subscribe may wait for Redis before it fails with 503. */
   commandTimeout?: number
+  /** How long an idempotency key is remembered, in milliseconds. */
+  idempotencyWindow?: number
   /** How often the subscriber connection is probed; 0 turns the probe off. */
   probeInterval?: number
   /** How long a probe may take before the subscriber connection is torn down and reopened. */
@@ -24,7 +29,8 @@ export interface RedisBusOptions {
   log: FastifyBaseLogger
 }
 
-const PUBLISH_MANY = 'for i = 1, #ARGV, 2 do redis.call("PUBLISH", ARGV[i], ARGV[i + 1]) end return #ARGV / 2'
+const PUBLISH = script(PUBLISH_SCRIPT)
+const READ = script(READ_SCRIPT)
 
 /** Reconnect quickly and often: a lost subscriber loses messages for as long as it is away. */
 export function reconnectDelay (attempt: number): number {
@@ -47,6 +53,11 @@ export class RedisBus implements Bus {
   private readonly ownsPublisher: boolean
   private readonly channelPrefix: string
   private readonly allChannel: string
+  private readonly historyPrefix: string
+  private readonly idempotencyPrefix: string
+  private readonly idempotencyWindow: number
+  /** Ends every epoch this instance starts, so two instances starting one in the same microsecond differ. */
+  private readonly epochSuffix = randomBytes(3).toString('hex')
   private readonly readyTimeout: number
   private readonly commandTimeout: number
   private readonly probeInterval: number
@@ -56,6 +67,7 @@ export class RedisBus implements Bus {
   /** Redis names of the channels this instance listens on, besides the broadcast-to-all one. */
   private readonly subscribed = new Set<string>()
   private closing = false
+  private onReconnected = (): void => {}
   private everReady = false
   /** When the subscriber connection was lost; 0 while it is up. */
   private lostAt = 0
@@ -72,6 +84,9 @@ export class RedisBus implements Bus {
     this.ownsPublisher = options.ownsPublisher
     this.channelPrefix = `${options.prefix}c:`
     this.allChannel = `${options.prefix}all`
+    this.historyPrefix = `${options.prefix}h:`
+    this.idempotencyPrefix = `${options.prefix}i:`
+    this.idempotencyWindow = options.idempotencyWindow ?? 300000
     this.readyTimeout = options.readyTimeout
     this.commandTimeout = options.commandTimeout ?? 1000
     this.probeInterval = options.probeInterval ?? 30000
@@ -85,7 +100,8 @@ export class RedisBus implements Bus {
     }
   }
 
-  async start (onMessage: BusMessageHandler): Promise<void> {
+  async start (onMessage: BusMessageHandler, onReconnected: () => void = () => {}): Promise<void> {
+    this.onReconnected = onReconnected
     const subscriber = this.publisher.duplicate({
       // Subscriptions issued while reconnecting must wait for the connection, not fail.
       enableOfflineQueue: true,
@@ -133,24 +149,68 @@ export class RedisBus implements Bus {
     await this.publishMany([{ channel, payload }])
   }
 
-  async publishMany (messages: readonly BusMessage[]): Promise<void> {
+  async publishMany (messages: readonly BusMessage[]): Promise<PublishResult[]> {
     // A client's offline queue would hold the messages until Redis is back, or forever: refuse
     // now instead, so a 2xx always means Redis took them.
     if (this.publisher.status !== 'ready') {
       throw new BusUnavailableError(`the Redis publisher connection is ${this.publisher.status}`)
     }
-    // A batch is one EVAL: one command instead of one per message, in order, and atomic in Redis.
-    const published = messages.length === 1
+    const plain = messages.length === 1 && messages[0].history === undefined && messages[0].idempotencyKey === undefined
+    // Anything else is one script: offsets, history and idempotency in the same atomic step as
+    // the PUBLISH, and a batch in one command, in order.
+    const published = plain
       ? this.publisher.publish(this.redisName(messages[0].channel), messages[0].payload)
-      : this.publisher.eval(PUBLISH_MANY, 0, ...messages.flatMap(({ channel, payload }) => [this.redisName(channel), payload]))
+      : runScript(this.publisher, PUBLISH, [this.epochSuffix, ...messages.flatMap((message) => this.publishArgs(message))])
+    let reply: unknown
     try {
-      await withTimeout(published, this.commandTimeout, () =>
+      reply = await withTimeout(published, this.commandTimeout, () =>
         new BusUnavailableError(`Redis did not confirm the publish within ${this.commandTimeout} ms`))
       this.unconfirmedPublishes = 0
     } catch (err) {
       if (err instanceof BusUnavailableError) this.publishUnconfirmed()
       throw toBusError(err)
     }
+    if (plain) return [{ duplicate: false }]
+    const results = reply as Array<Buffer | number>
+    return messages.map((message, index) => ({
+      position: parsePosition(results[2 * index] as Buffer),
+      duplicate: results[2 * index + 1] === 1
+    }))
+  }
+
+  async readHistory (channel: string, { since, limit, reverse = false }: HistoryQuery): Promise<HistoryPage | undefined> {
+    const keys = this.historyKeys(channel)
+    let reply: unknown
+    try {
+      reply = await withTimeout(
+        runScript(this.publisher, READ, [keys.meta, keys.stream, since ?? '', limit, reverse ? '1' : '0']),
+        this.commandTimeout, () => new BusUnavailableError(`Redis did not answer a history read within ${this.commandTimeout} ms`))
+    } catch (err) {
+      throw toBusError(err)
+    }
+    const [epoch, offset, entries] = reply as [Buffer | undefined, number, Array<[Buffer, Buffer[]]>]
+    if (epoch === undefined) return undefined
+    return {
+      epoch: epoch.toString('latin1'),
+      offset,
+      messages: entries.map(([id, fields]) => ({ offset: Number.parseInt(id.toString('latin1'), 10), frame: fields[1] }))
+    }
+  }
+
+  /** The script's 9 fields for one message. */
+  private publishArgs ({ channel, payload, history, idempotencyKey }: BusMessage): Array<string | number> {
+    const keys = channel === null ? { meta: '', stream: '' } : this.historyKeys(channel)
+    const head = channel === null || history === undefined ? 0 : messageHeadLength(channel)
+    return [
+      this.redisName(channel), keys.meta, keys.stream,
+      channel === null ? 0 : history?.size ?? 0, history?.ttl ?? 0,
+      idempotencyKey === undefined ? '' : `${this.idempotencyPrefix}${channel ?? ''}:${idempotencyKey}`, this.idempotencyWindow,
+      payload.slice(0, head), payload.slice(head)
+    ]
+  }
+
+  private historyKeys (channel: string): { meta: string, stream: string } {
+    return { meta: this.historyPrefix + 'meta:' + channel, stream: this.historyPrefix + 'stream:' + channel }
   }
 
   /**
@@ -261,11 +321,13 @@ export class RedisBus implements Bus {
     this.log.warn({ channels: this.subscribed.size + 1, downtime },
       'redis subscriber reconnected: re-subscribing; messages published while it was away were not received')
     // One command per channel: a channel Redis now refuses (an ACL changed) must not take the others with it.
-    for (const name of [this.allChannel, ...this.subscribed]) {
-      subscriber.subscribe(name).catch((err: unknown) => {
+    const subscribed = [this.allChannel, ...this.subscribed].map(async (name) => {
+      await subscriber.subscribe(name).catch((err: unknown) => {
         this.log.error({ err, channel: name }, 're-subscribing after a reconnect failed: this channel receives nothing here')
       })
-    }
+    })
+    // Once every channel is live again, what was published meanwhile can be read back.
+    void Promise.all(subscribed).then(() => { if (!this.closing) this.onReconnected() })
   }
 
   private onSubscriberLost (): void {
@@ -295,6 +357,13 @@ function toBusError (err: unknown): Error {
   // Redis answered with an error (an ACL, scripts disabled): retrying will not help.
   if ((err as Error).name === 'ReplyError') return new BusRefusedError((err as Error).message)
   return new BusUnavailableError((err as Error).message)
+}
+
+/** "<offset> <epoch>" from the publish script; an empty reply is a message without history. */
+function parsePosition (reply: Buffer): Position | undefined {
+  if (reply.length === 0) return undefined
+  const [offset, epoch] = reply.toString('latin1').split(' ')
+  return { offset: Number.parseInt(offset, 10), epoch }
 }
 
 async function waitForReady (client: Redis): Promise<void> {

@@ -7,6 +7,15 @@ export interface Frame {
   data?: unknown
   code?: string
   message?: string
+  offset?: number
+  epoch?: string
+  recovered?: boolean
+  identity?: unknown
+}
+
+/** Frames without their history position, for tests about what was delivered rather than where it stands. */
+export function plain (frames: Frame[]): Frame[] {
+  return frames.map(({ offset, epoch, ...rest }) => rest)
 }
 
 /**

@@ -1,0 +1,99 @@
+import { createHash } from 'node:crypto'
+import type { Redis } from 'ioredis'
+
+// The Lua scripts of the Redis bus. Each runs atomically in Redis: a message gets its offset, is
+// stored and is published in one step, so no client can see a message the history lacks, nor an
+// offset twice.
+
+/**
+ * Publishes messages in order. ARGV[1] is this instance's epoch suffix, then 9 fields a message:
+ * pubsub channel, meta hash, stream, history size (0: none), ttl ms, idempotency key ('' for none),
+ * its window ms, and the frame split in two where the position goes.
+ * Returns two entries a message: "<offset> <epoch>" ('' without history), and 1 for a duplicate.
+ */
+export const PUBLISH_SCRIPT = `
+local out = {}
+for i = 2, #ARGV, 9 do
+  local channel, meta, stream, size, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local idem, window, head, tail = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+  local seen = false
+  if idem ~= '' then seen = redis.call('GET', idem) end
+  if seen then
+    out[#out + 1] = seen
+    out[#out + 1] = 1
+  else
+    local result = ''
+    if size == '0' then
+      redis.call('PUBLISH', channel, head .. tail)
+    else
+      local epoch = redis.call('HGET', meta, 'epoch')
+      if (not epoch) or redis.call('EXISTS', stream) == 0 then
+        local now = redis.call('TIME')
+        epoch = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1]
+        redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+      end
+      local offset = redis.call('HINCRBY', meta, 'top', 1)
+      local frame = head .. '"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. tail
+      redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
+      redis.call('PEXPIRE', stream, ttl)
+      redis.call('PEXPIRE', meta, ttl)
+      redis.call('PUBLISH', channel, frame)
+      result = offset .. ' ' .. epoch
+    end
+    if idem ~= '' then redis.call('SET', idem, result, 'PX', window) end
+    out[#out + 1] = result
+    out[#out + 1] = 0
+  end
+end
+return out
+`
+
+/**
+ * Reads a channel's history as one snapshot. ARGV: meta hash, stream, since ('' for the position
+ * only), most entries, '1' for newest first. Returns {} when the channel has no history, else
+ * {epoch, top offset, entries after since}.
+ */
+export const READ_SCRIPT = `
+local meta, stream, since, count, reverse = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local epoch = redis.call('HGET', meta, 'epoch')
+if (not epoch) or redis.call('EXISTS', stream) == 0 then return {} end
+local top = tonumber(redis.call('HGET', meta, 'top'))
+local entries = {}
+if since ~= '' and tonumber(count) > 0 and tonumber(since) < top then
+  if reverse == '1' then
+    entries = redis.call('XREVRANGE', stream, '+', '(' .. since .. '-0', 'COUNT', count)
+  else
+    entries = redis.call('XRANGE', stream, '(' .. since .. '-0', '+', 'COUNT', count)
+  end
+end
+return {epoch, top, entries}
+`
+
+export interface Script {
+  source: string
+  sha: string
+}
+
+export function script (source: string): Script {
+  return { source, sha: createHash('sha1').update(source).digest('hex') }
+}
+
+/** ioredis makes a Buffer variant of every command at run time; its types list only some. */
+interface BufferEval {
+  evalshaBuffer: (sha: string, keys: number, ...args: Array<string | number>) => Promise<unknown>
+  evalBuffer: (source: string, keys: number, ...args: Array<string | number>) => Promise<unknown>
+}
+
+/**
+ * Runs a script by its SHA1, sending its source only when Redis does not have it yet. Replies come
+ * as Buffers: stored frames go out to sockets as the bytes they are, never decoded.
+ */
+export async function runScript (client: Redis, { source, sha }: Script, args: Array<string | number>): Promise<unknown> {
+  const buffered = client as unknown as BufferEval
+  try {
+    return await buffered.evalshaBuffer(sha, 0, ...args)
+  } catch (err) {
+    if (!(err as Error).message.startsWith('NOSCRIPT')) throw err
+    return await buffered.evalBuffer(source, 0, ...args)
+  }
+}

@@ -1,0 +1,64 @@
+import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsync } from 'fastify'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { ChannelName } from '../plugin/channel.js'
+import type { Bus } from '../plugin/bus/bus.js'
+import type { HistorySettings } from '../plugin/history/settings.js'
+import type { Authenticator } from '../plugin/security/connect-auth.js'
+import type { SubscribeCheck } from '../plugin/security/subscribe-check.js'
+import { ChannelForbiddenError, HistoryUnavailableError } from '../plugin/errors.js'
+import { redactingLogSerializers } from './log-serializers.js'
+
+export const MAX_HISTORY_LIMIT = 1000
+
+export const HistoryQuerystring = Type.Object({
+  since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'Messages after this offset (default 0: from the oldest kept)' })),
+  limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,4}$', description: `Most messages returned, 1-${MAX_HISTORY_LIMIT} (default 100)` })),
+  reverse: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('0'), Type.Literal('true'), Type.Literal('false')], {
+    description: '1: the newest first'
+  })),
+  token: Type.Optional(Type.String({ description: 'A connect token, as for the WebSocket (never logged)' }))
+}, { additionalProperties: false })
+
+interface HistoryRouteOptions {
+  path: string
+  bus: Bus
+  historyOf: (channel: string) => HistorySettings
+  authenticator: Authenticator
+  mayRead: SubscribeCheck
+}
+
+/**
+ * GET <path>/:channel: the messages a channel's history holds after `since`, as the frames
+ * subscribers received, with the history's epoch and latest offset. Same auth as subscribing.
+ */
+const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, authenticator, mayRead }) => {
+  const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
+  fastify.get(`${path}/:channel`, {
+    logSerializers: redactingLogSerializers,
+    schema: { params: Type.Object({ channel: ChannelName }), querystring: HistoryQuerystring }
+  }, async (request, reply) => {
+    const { channel } = request.params
+    const auth = await authenticator.authenticate(request)
+    if (!await mayRead(auth?.identity, auth?.channels, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+    if (historyOf(channel).size === 0) throw new HistoryUnavailableError(JSON.stringify(channel))
+    const { since = '0', limit = '100', reverse } = request.query
+    const page = await bus.readHistory(channel, {
+      since: Number(since),
+      limit: Math.min(Math.max(Number(limit), 1), MAX_HISTORY_LIMIT),
+      reverse: reverse === '1' || reverse === 'true'
+    })
+    // The stored frames are JSON already: they are joined as they are, never parsed again.
+    const head = `{"channel":${JSON.stringify(channel)},"epoch":${JSON.stringify(page?.epoch ?? null)},"offset":${page?.offset ?? 0},"messages":[`
+    const body = Buffer.concat([
+      Buffer.from(head),
+      ...(page?.messages ?? []).flatMap(({ frame }, index) => index === 0 ? [frame] : [COMMA, frame]),
+      Buffer.from(']}')
+    ])
+    return await reply.type('application/json; charset=utf-8').send(body)
+  })
+}
+
+const COMMA = Buffer.from(',')
+
+export default historyRoute
