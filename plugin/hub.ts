@@ -27,6 +27,15 @@ export interface DeliveryPolicy {
   maxReplay: number
 }
 
+/** How far a channel being joined is: its live messages are held, then compared with the replay. */
+export interface ChannelSync {
+  /** Live messages that arrived while the history was read; undefined once the replay is queued. */
+  held: Buffer[] | undefined
+  /** The history the replay came from, and its last offset. */
+  epoch: string | undefined
+  top: number
+}
+
 /** Where a client asks to resume a channel: after `since`, in the history named `epoch`. */
 export interface Resume {
   since: number
@@ -55,11 +64,8 @@ export class Connection {
   grants: readonly string[] | undefined
   /** When the heartbeat pinged this connection and no pong or frame has come back since; 0 if none is due. */
   pingedAt = 0
-  /**
-   * Live messages of channels this connection is joining, held while their history is read so
-   * that they follow the replay without a gap or a duplicate; undefined when none is joining.
-   */
-  held: Map<string, Buffer[]> | undefined
+  /** Channels this connection is joining, whose live messages must meet the replay without a gap or a duplicate. */
+  syncing: Map<string, ChannelSync> | undefined
 
   /** Buffers waiting for this turn's write, in order; may be a message's own (shared) parts. */
   private pending: Buffer[] | undefined
@@ -140,21 +146,47 @@ export class Connection {
     direct.uncork()
   }
 
-  /** Queues the messages held for `channel` that come after `top` of history `epoch`, and stops holding. */
-  release (channel: string, epoch: string | undefined, top: number): void {
-    const held = this.held?.get(channel)
-    if (held === undefined) return
-    this.stopHolding(channel)
-    for (const payload of held) {
-      const position = readPosition(payload, channel)
-      if (position === undefined || position.epoch !== epoch || position.offset > top) this.enqueue(payload)
-    }
+  /** Holds the live messages of `channel` until `release()`. */
+  startSync (channel: string): void {
+    this.syncing ??= new Map()
+    this.syncing.set(channel, { held: [], epoch: undefined, top: 0 })
   }
 
-  stopHolding (channel: string): void {
-    if (this.held === undefined) return
-    this.held.delete(channel)
-    if (this.held.size === 0) this.held = undefined
+  /**
+   * The replay of `channel` (history `epoch`, up to `top`) is queued: queues the held messages
+   * that come after it. Live messages up to `top` may still arrive later (the history was read on
+   * another Redis connection than the one messages come on), so they are skipped until the live
+   * stream passes `top`.
+   */
+  release (channel: string, epoch: string | undefined, top: number): void {
+    // join() calls this once per startSync(), and only while the connection is still on the channel.
+    const sync = this.syncing?.get(channel) as ChannelSync
+    const held = sync.held as Buffer[]
+    sync.held = undefined
+    sync.epoch = epoch
+    sync.top = top
+    for (const payload of held) this.offerSyncing(channel, sync, payload)
+  }
+
+  /** A live message of a channel being joined: held, skipped as replayed, or queued. */
+  offerSyncing (channel: string, sync: ChannelSync, payload: Buffer, frame?: Buffer[]): boolean {
+    if (sync.held !== undefined) {
+      sync.held.push(payload)
+      return false
+    }
+    const position = readPosition(payload, channel)
+    // Gap frames and presence events carry no offset: they are never part of a replay.
+    if (position === undefined) return this.enqueue(payload, frame)
+    if (position.epoch === sync.epoch && position.offset <= sync.top) return false
+    // Past the replay: from here on the live stream is in offset order.
+    this.stopSync(channel)
+    return this.enqueue(payload, frame)
+  }
+
+  stopSync (channel: string): void {
+    if (this.syncing === undefined) return
+    this.syncing.delete(channel)
+    if (this.syncing.size === 0) this.syncing = undefined
   }
 
   /** Closes after the frames already queued, so a reply sent just before still arrives first. */
@@ -258,10 +290,7 @@ export class Hub {
     listeners.add(connection)
     connection.channels.add(channel)
     const keepsHistory = this.policy.historyOf(channel).size > 0
-    if (keepsHistory) {
-      connection.held ??= new Map()
-      connection.held.set(channel, [])
-    }
+    if (keepsHistory) connection.startSync(channel)
     try {
       await this.pending.get(channel)
       if (!keepsHistory) {
@@ -290,7 +319,7 @@ export class Hub {
 
   leave (connection: Connection, channel: string): void {
     if (!connection.channels.delete(channel)) return
-    connection.stopHolding(channel)
+    connection.stopSync(channel)
     const listeners = this.listeners.get(channel)
     /* c8 ignore next -- a connection's channels and the listener map change together */
     if (listeners === undefined) return
@@ -324,13 +353,12 @@ export class Hub {
     const frame = textFrame(payload)
     let delivered = 0
     for (const connection of targets) {
-      const held = channel === null ? undefined : connection.held?.get(channel)
-      if (held !== undefined) {
-        held.push(payload)
-        continue
-      }
       try {
-        if (connection.enqueue(payload, frame)) delivered++
+        const sync = channel === null ? undefined : connection.syncing?.get(channel)
+        const queued = sync === undefined
+          ? connection.enqueue(payload, frame)
+          : connection.offerSyncing(channel as string, sync, payload, frame)
+        if (queued) delivered++
       } catch (err) {
         this.dropBroken(connection, err)
       }

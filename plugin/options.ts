@@ -93,7 +93,12 @@ interface HookOptions {
 }
 
 export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & HookOptions
-export type RedisBroadcastOptions = Partial<Static<typeof RedisBroadcastOptionsSchema>> & HookOptions
+type DataOptions = Static<typeof RedisBroadcastOptionsSchema>
+/** Every option may be left out, and so may each field of the grouped ones. */
+export type RedisBroadcastOptions = Partial<Omit<DataOptions, 'history' | 'presence'>> & HookOptions & {
+  history?: Partial<DataOptions['history']>
+  presence?: Partial<DataOptions['presence']>
+}
 
 const HOOKS = ['authorize', 'canSubscribe'] as const
 
