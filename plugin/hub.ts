@@ -279,7 +279,7 @@ export class Hub {
    * be honoured) just before the replay is queued; live messages that arrive meanwhile are held,
    * then queued after the replay, none twice and none missing.
    */
-  async join (connection: Connection, channel: string, resume?: Resume, announce: (outcome: SubscribeOutcome) => void = () => {}): Promise<void> {
+  async join (connection: Connection, channel: string, resume: Resume | undefined, announce: (outcome: SubscribeOutcome) => void): Promise<void> {
     if (!this.connections.has(connection)) return
     let listeners = this.listeners.get(channel)
     if (listeners === undefined) {

@@ -23,7 +23,7 @@ for (const [kind, create] of Object.entries(factories)) {
   t.test(`${kind} bus`, async (t) => {
     const bus = create()
     const received: Received[] = []
-    await bus.start((channel, payload) => received.push({ channel, payload: payload.toString() }))
+    await bus.start((channel, payload) => received.push({ channel, payload: payload.toString() }), () => {})
     t.teardown(() => bus.close())
 
     async function settle (count: number): Promise<void> {

@@ -23,7 +23,7 @@ t.test('a connection that already left joins nothing (its frames may still be qu
   // The registry never touches the socket on join; a closed stand-in is enough here.
   const gone = hub.open({ readyState: 3 } as unknown as WebSocket)
   hub.remove(gone)
-  await hub.join(gone, 'news')
+  await hub.join(gone, 'news', undefined, () => t.fail('a connection that left is not answered'))
   t.same([...gone.channels], [], 'no channel recorded')
   t.equal(hub.deliver('news', Buffer.from('{}')), 0, 'and no listener added')
   await bus.close()

@@ -162,6 +162,22 @@ t.test('a message whose predecessor never arrived: the instance reads the missin
   t.same(offsets(await client.messages(4)), [1, 2, 3, 4], 'and the channel goes on')
 })
 
+t.test('a second gap among the messages held behind a first: each is repaired or reported, and the order holds', async (t) => {
+  const app = await build(t, { redis: redis.url })
+  const client = await listening(app, 'holes2')
+  const epoch = client.received()[0].epoch as string
+  const text = (offset: number): string => `{"type":"message","channel":"holes2","offset":${offset},"epoch":"${epoch}","data":${offset}}`
+  // Redis kept offset 2 but its PUBLISH was lost; offset 4 is lost for good. Offsets 3, 5 and 6
+  // arrive together, so 5 and 6 wait behind the repair of 2, and 6 behind the gap at 4.
+  await admin.hset('frb:h:meta:holes2', 'top', 6)
+  await admin.xadd('frb:h:stream:holes2', '2-0', 'f', text(2))
+  await admin.pipeline().publish('frb:c:holes2', text(3)).publish('frb:c:holes2', text(5)).publish('frb:c:holes2', text(6)).exec()
+  await client.messages(5)
+  t.same(client.frames.filter((f) => f.type !== 'subscribed').map((f) => [f.type, f.offset]),
+    [['message', 1], ['message', 2], ['message', 3], ['gap', undefined], ['message', 5], ['message', 6]])
+  t.same([app.app.broadcastStats().gapsRepaired, app.app.broadcastStats().gapsReported], [1, 1])
+})
+
 t.test('a gap the history cannot fill: the clients get a gap frame, then the messages that follow', async (t) => {
   const app = await build(t, { redis: redis.url })
   const client = await listening(app, 'lost')

@@ -16,7 +16,7 @@ import type { Position } from '../history/sequence.js'
 export interface Bus {
   readonly kind: 'redis' | 'memory'
   /** `onReconnected`: the transport lost messages while it was away and is receiving again. */
-  start (onMessage: BusMessageHandler, onReconnected?: () => void): Promise<void>
+  start (onMessage: BusMessageHandler, onReconnected: () => void): Promise<void>
   publish (channel: string | null, payload: string): Promise<void>
   /**
    * Publishes several messages in order, in one round trip where the transport allows; answers
@@ -38,7 +38,7 @@ export interface BusMessage {
   channel: string | null
   /** The frame; for a channel kept in history, the bus inserts the position after its head. */
   payload: string
-  /** The channel's history settings; left out, the message is only published. */
+  /** The channel's history settings (channel messages only); left out, the message is only published. */
   history?: HistorySettings
   /** A message with the same key on the same channel within `idempotencyWindow` is published once. */
   idempotencyKey?: string

@@ -67,7 +67,8 @@ export class RedisBus implements Bus {
   /** Redis names of the channels this instance listens on, besides the broadcast-to-all one. */
   private readonly subscribed = new Set<string>()
   private closing = false
-  private onReconnected = (): void => {}
+  /** Set by start(). */
+  private onReconnected!: () => void
   private everReady = false
   /** When the subscriber connection was lost; 0 while it is up. */
   private lostAt = 0
@@ -100,7 +101,7 @@ export class RedisBus implements Bus {
     }
   }
 
-  async start (onMessage: BusMessageHandler, onReconnected: () => void = () => {}): Promise<void> {
+  async start (onMessage: BusMessageHandler, onReconnected: () => void): Promise<void> {
     this.onReconnected = onReconnected
     const subscriber = this.publisher.duplicate({
       // Subscriptions issued while reconnecting must wait for the connection, not fail.
@@ -199,11 +200,12 @@ export class RedisBus implements Bus {
 
   /** The script's 9 fields for one message. */
   private publishArgs ({ channel, payload, history, idempotencyKey }: BusMessage): Array<string | number> {
-    const keys = channel === null ? { meta: '', stream: '' } : this.historyKeys(channel)
-    const head = channel === null || history === undefined ? 0 : messageHeadLength(channel)
+    // Only channel messages have history settings (BusMessage says so).
+    const keys = history === undefined ? { meta: '', stream: '' } : this.historyKeys(channel as string)
+    const head = history === undefined ? 0 : messageHeadLength(channel as string)
     return [
       this.redisName(channel), keys.meta, keys.stream,
-      channel === null ? 0 : history?.size ?? 0, history?.ttl ?? 0,
+      history?.size ?? 0, history?.ttl ?? 0,
       idempotencyKey === undefined ? '' : `${this.idempotencyPrefix}${channel ?? ''}:${idempotencyKey}`, this.idempotencyWindow,
       payload.slice(0, head), payload.slice(head)
     ]

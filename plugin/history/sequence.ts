@@ -27,7 +27,7 @@ export function messageHeadLength (channel: string): number {
 /** The position a message frame of `channel` carries, or undefined when it carries none. */
 export function readPosition (payload: Buffer, channel: string): Position | undefined {
   let at = messageHeadLength(channel)
-  if (payload.compare(OFFSET_KEY, 0, OFFSET_KEY.length, at, at + OFFSET_KEY.length) !== 0) return undefined
+  if (!startsAt(payload, OFFSET_KEY, at)) return undefined
   at += OFFSET_KEY.length
   let offset = 0
   const digitsFrom = at
@@ -36,11 +36,16 @@ export function readPosition (payload: Buffer, channel: string): Position | unde
     at++
   }
   if (at === digitsFrom) return undefined
-  if (payload.compare(EPOCH_KEY, 0, EPOCH_KEY.length, at, at + EPOCH_KEY.length) !== 0) return undefined
+  if (!startsAt(payload, EPOCH_KEY, at)) return undefined
   at += EPOCH_KEY.length
   const end = payload.indexOf(QUOTE, at)
   if (end === -1 || end === at || end - at > MAX_EPOCH_LENGTH) return undefined
   return { offset, epoch: payload.toString('latin1', at, end) }
+}
+
+/** Whether `payload` holds `bytes` at `at` (compare() throws past the end, so the length is checked first). */
+function startsAt (payload: Buffer, bytes: Buffer, at: number): boolean {
+  return at + bytes.length <= payload.length && payload.compare(bytes, 0, bytes.length, at, at + bytes.length) === 0
 }
 
 /** `"offset":N,"epoch":"E",`: what the publish script puts after the head of a message. */
