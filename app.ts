@@ -48,6 +48,11 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.probeInterval = integer('PROBE_INTERVAL')
   options.probeTimeout = integer('PROBE_TIMEOUT')
   options.closeTimeout = integer('CLOSE_TIMEOUT')
+  options.history = { size: integer('HISTORY_SIZE'), ttl: integer('HISTORY_TTL'), maxReplay: integer('MAX_REPLAY') }
+  options.idempotencyWindow = integer('IDEMPOTENCY_WINDOW')
+  // An empty variable means "unset", so `-` says "no channel".
+  const patterns = (name: string): string[] | undefined => text(name) === '-' ? [] : list(name)
+  options.presence = { channels: patterns('PRESENCE_CHANNELS'), events: patterns('PRESENCE_EVENTS'), ttl: integer('PRESENCE_TTL') }
   const upgrades = integer('UPGRADE_RATE_LIMIT')
   const publishes = integer('PUBLISH_RATE_LIMIT')
   options.rateLimit = {
@@ -60,6 +65,9 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   }
   if (options.jwt !== undefined) {
     for (const key of ['secret', 'publicKey', 'audience'] as const) if (options.jwt[key] === undefined) delete options.jwt[key]
+  }
+  for (const group of [options.history, options.presence] as Array<Record<string, unknown>>) {
+    for (const key of Object.keys(group)) if (group[key] === undefined) delete group[key]
   }
   if (options.rateLimit !== undefined) {
     for (const key of ['upgrade', 'publish'] as const) if (options.rateLimit[key] === undefined) delete options.rateLimit[key]

@@ -133,3 +133,9 @@ export const HistoryUnavailableError = createError<[string]>(
   'Channel %s keeps no history',
   404
 )
+
+export const PresenceUnavailableError = createError<[string]>(
+  'FRB_NO_PRESENCE',
+  'Channel %s is not tracked for presence (see the presence.channels option)',
+  404
+)

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
@@ -9,10 +9,14 @@ import { gapFrame } from './frames.js'
 import type { HistorySettings } from './history/settings.js'
 import { readPosition, type Position } from './history/sequence.js'
 import { isRun, LiveOrder } from './history/live-order.js'
+import { presenceIdentity, type Presence } from './presence/presence.js'
 
 const OPEN = 1
 export const CLOSE_GOING_AWAY = 1001
 export const CLOSE_SLOW_CONSUMER = 4008
+/** Tells this process's connection ids from other instances'. */
+const PROCESS_ID = randomBytes(6).toString('hex')
+let connectionsNamed = 0
 /** The queue of a connection with nothing to do: one resolved promise shared by all. */
 const SETTLED = Promise.resolve()
 
@@ -75,7 +79,7 @@ export class Connection {
   private stuckSince = 0
   /** Bytes the TCP socket had handed to the kernel at the last check: progress shows as growth. */
   private drained = 0
-  private uuid: string | undefined
+  private name: string | undefined
 
   /**
    * `writer` is the TCP socket under `socket` when frames may be written to it as prebuilt bytes:
@@ -84,12 +88,13 @@ export class Connection {
   constructor (readonly socket: WebSocket, private readonly hub: Hub, readonly writer?: Socket) {}
 
   /**
-   * A random UUID naming this connection (in logs), made when first read: few connections ever
-   * need one, and randomUUID()'s string is a rope of ~15 pieces, ~450 bytes per idle socket.
+   * Names this connection in logs and, when it is anonymous, in presence: this process's random
+   * prefix and a counter, unique across instances. Made when first read, as few connections ever
+   * need one; a short flat string, where randomUUID()'s is a rope of ~450 bytes.
    */
   get id (): string {
-    this.uuid ??= randomUUID()
-    return this.uuid
+    this.name ??= `${PROCESS_ID}.${(++connectionsNamed).toString(36)}`
+    return this.name
   }
 
   /** Queues a text frame (a reply, an error) behind the messages already queued. */
@@ -236,6 +241,8 @@ export class Hub {
 
   /** Set when the app starts closing: no new connection may join from then on. */
   closing = false
+  /** Who is on which channel across instances; undefined when no channel is tracked. */
+  presence: Presence | undefined
 
   constructor (
     private readonly bus: Bus,
@@ -293,6 +300,9 @@ export class Hub {
     if (keepsHistory) connection.startSync(channel)
     try {
       await this.pending.get(channel)
+      if (this.presence?.tracks(channel) === true && connection.channels.has(channel)) {
+        this.presence.join(channel, presenceIdentity(connection.identity, connection.id), connection)
+      }
       if (!keepsHistory) {
         announce(resume === undefined ? {} : { recovered: false })
         return
@@ -320,6 +330,7 @@ export class Hub {
   leave (connection: Connection, channel: string): void {
     if (!connection.channels.delete(channel)) return
     connection.stopSync(channel)
+    if (this.presence?.tracks(channel) === true) this.presence.leave(channel, presenceIdentity(connection.identity, connection.id), connection)
     const listeners = this.listeners.get(channel)
     /* c8 ignore next -- a connection's channels and the listener map change together */
     if (listeners === undefined) return

@@ -12,6 +12,10 @@ import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, InvalidI
 import type { Bus, BusMessage, PublishResult } from './bus/bus.js'
 import { historySettings } from './history/settings.js'
 import { isValidIdempotencyKey } from './history/idempotency.js'
+import { Presence } from './presence/presence.js'
+import { MemoryPresenceStore, type PresenceStore } from './presence/store.js'
+import { RedisPresenceStore } from './presence/redis-store.js'
+import { isGranted } from './security/grants.js'
 import { foreignPayloadReason, PROTO_KEY } from './bus/payload-check.js'
 import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { startHeartbeat } from './heartbeat.js'
@@ -24,6 +28,7 @@ import websocketRoute, { handleSocketError } from '../routes/websocket.js'
 import publishRoute from '../routes/publish.js'
 import healthRoute from '../routes/health.js'
 import historyRoute from '../routes/history.js'
+import presenceRoute from '../routes/presence.js'
 
 export interface BroadcastOptions {
   /** Deliver only to this channel's subscribers; left out, to every connection on every instance. */
@@ -71,9 +76,15 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   if (fastify.hasDecorator('broadcast')) throw new AlreadyRegisteredError()
   const options = resolveOptions(rawOptions)
   const stats = new BroadcastStats()
-  const bus = createBus(fastify, options, stats)
+  const { bus, presenceStore } = createBus(fastify, options, stats)
   const historyOf = historySettings(options.history, options.history.rules)
   const hub = new Hub(bus, fastify.log, { ...options, historyOf, maxReplay: options.history.maxReplay }, stats)
+  const presence = new Presence(presenceStore, {
+    tracked: (channel) => isGranted(options.presence.channels, channel),
+    events: (channel) => isGranted(options.presence.events, channel),
+    ttl: options.presence.ttl
+  }, fastify.log)
+  if (options.presence.channels.length > 0) hub.presence = presence
 
   /** Validates and encodes one message; throws the error its publisher should hear. */
   function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string): BusMessage {
@@ -150,6 +161,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   let stopHeartbeat = (): void => {}
   fastify.addHook('onReady', async () => {
     await bus.start(onBusMessage, () => { hub.catchUp() })
+    presence.start()
     if (options.heartbeatInterval > 0) {
       stopHeartbeat = startHeartbeat(hub.connections,
         { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
@@ -174,6 +186,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   })
   fastify.addHook('onClose', async () => {
     fastify.server.removeListener('upgrade', endRefusedUpgrade)
+    // The closed sockets' leaves go out before the bus closes: their users disappear at once.
+    await presence.stop()
     await bus.close()
   })
 
@@ -248,6 +262,9 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   if (options.historyPath !== false) {
     await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, authenticator, mayRead })
   }
+  if (options.presencePath !== false) {
+    await fastify.register(presenceRoute, { path: options.presencePath, presence, authenticator, mayRead })
+  }
   if (options.healthPath !== false) {
     await fastify.register(healthRoute, { path: options.healthPath, bus })
   }
@@ -257,7 +274,17 @@ function toBroadcastResult ({ position, duplicate }: PublishResult): BroadcastRe
   return position === undefined ? { duplicate } : { offset: position.offset, epoch: position.epoch, duplicate }
 }
 
-function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: BroadcastStats): Bus {
+function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: BroadcastStats): { bus: Bus, presenceStore: PresenceStore } {
+  const withPresence = (bus: RedisBus, client: Redis): { bus: Bus, presenceStore: PresenceStore } => ({
+    bus,
+    presenceStore: new RedisPresenceStore({
+      client,
+      prefix: options.redisPrefix,
+      instance: bus.instance,
+      ttl: options.presence.ttl,
+      commandTimeout: options.publishTimeout
+    })
+  })
   const common = {
     idempotencyWindow: options.idempotencyWindow,
     prefix: options.redisPrefix,
@@ -269,7 +296,7 @@ function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: B
     log: fastify.log
   }
   const { redis } = options
-  if (redis instanceof Redis) return new RedisBus({ ...common, publisher: redis, ownsPublisher: false })
+  if (redis instanceof Redis) return withPresence(new RedisBus({ ...common, publisher: redis, ownsPublisher: false }), redis)
   if (redis !== undefined) {
     const settings = {
       // Fail a publish at once while Redis is away instead of queueing it for later:
@@ -284,12 +311,14 @@ function createBus (fastify: FastifyInstance, options: ResolvedOptions, stats: B
       connectionName: 'fastify-redis-broadcast:publisher'
     }
     const publisher = typeof redis === 'string' ? new Redis(redis, settings) : new Redis({ ...redis, ...settings })
-    return new RedisBus({ ...common, publisher, ownsPublisher: true })
+    return withPresence(new RedisBus({ ...common, publisher, ownsPublisher: true }), publisher)
   }
   if (fastify.hasDecorator('redis')) {
-    return new RedisBus({ ...common, publisher: (fastify as unknown as { redis: Redis }).redis, ownsPublisher: false })
+    const client = (fastify as unknown as { redis: Redis }).redis
+    return withPresence(new RedisBus({ ...common, publisher: client, ownsPublisher: false }), client)
   }
-  return new MemoryBus(options.idempotencyWindow)
+  const bus = new MemoryBus(options.idempotencyWindow)
+  return { bus, presenceStore: new MemoryPresenceStore(async (channel, frame) => { await bus.publish(channel, frame) }) }
 }
 
 export const redisBroadcast = fp(redisBroadcastPlugin, {

@@ -58,7 +58,7 @@ t.test('the service app reads REDIS_URL from the environment', async (t) => {
 })
 
 t.test('the service app maps every environment variable to its option', async (t) => {
-  t.same(optionsFromEnv({}), { rateLimit: {} }, 'nothing set: every default stays')
+  t.same(optionsFromEnv({}), { rateLimit: {}, history: {}, presence: {} }, 'nothing set: every default stays')
   t.same(optionsFromEnv({
     REDIS_URL: 'redis://r:6379',
     PUBLISH_KEY: 'key-one-0123456789, key-two-0123456789',
@@ -74,7 +74,14 @@ t.test('the service app maps every environment variable to its option', async (t
     CLIENT_FRAME_RATE: '50',
     CLIENT_FRAME_BURST: '100',
     UPGRADE_RATE_LIMIT: '60',
-    PUBLISH_RATE_LIMIT: '600'
+    PUBLISH_RATE_LIMIT: '600',
+    HISTORY_SIZE: '500',
+    HISTORY_TTL: '60000',
+    MAX_REPLAY: '1000',
+    IDEMPOTENCY_WINDOW: '30000',
+    PRESENCE_CHANNELS: 'room.*,lobby',
+    PRESENCE_EVENTS: 'room.*',
+    PRESENCE_TTL: '10000'
   }), {
     redis: 'redis://r:6379',
     publishKeys: ['key-one-0123456789', 'key-two-0123456789'],
@@ -88,8 +95,12 @@ t.test('the service app maps every environment variable to its option', async (t
     maxConnectionsPerIp: 20,
     clientFrameRate: 50,
     clientFrameBurst: 100,
-    rateLimit: { upgrade: { max: 60, timeWindow: 60_000 }, publish: { max: 600, timeWindow: 60_000 } }
+    rateLimit: { upgrade: { max: 60, timeWindow: 60_000 }, publish: { max: 600, timeWindow: 60_000 } },
+    history: { size: 500, ttl: 60000, maxReplay: 1000 },
+    idempotencyWindow: 30000,
+    presence: { channels: ['room.*', 'lobby'], events: ['room.*'], ttl: 10000 }
   })
+  t.same(optionsFromEnv({ PRESENCE_CHANNELS: '-' }).presence, { channels: [] }, 'PRESENCE_CHANNELS=- tracks no channel')
   t.same(optionsFromEnv({ JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' }).jwt,
     { publicKey: '-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----' }, 'a one-line PEM with \\n escapes is unfolded')
   t.throws(() => optionsFromEnv({ MAX_CONNECTIONS: 'lots' }), /MAX_CONNECTIONS must be a whole number/)

@@ -56,8 +56,8 @@ export class RedisBus implements Bus {
   private readonly historyPrefix: string
   private readonly idempotencyPrefix: string
   private readonly idempotencyWindow: number
-  /** Ends every epoch this instance starts, so two instances starting one in the same microsecond differ. */
-  private readonly epochSuffix = randomBytes(3).toString('hex')
+  /** Names this instance in Redis (presence entries); ends every epoch it starts, so two instances starting one in the same microsecond differ. */
+  readonly instance = randomBytes(6).toString('hex')
   private readonly readyTimeout: number
   private readonly commandTimeout: number
   private readonly probeInterval: number
@@ -161,7 +161,7 @@ export class RedisBus implements Bus {
     // the PUBLISH, and a batch in one command, in order.
     const published = plain
       ? this.publisher.publish(this.redisName(messages[0].channel), messages[0].payload)
-      : runScript(this.publisher, PUBLISH, [this.epochSuffix, ...messages.flatMap((message) => this.publishArgs(message))])
+      : runScript(this.publisher, PUBLISH, [this.instance, ...messages.flatMap((message) => this.publishArgs(message))])
     let reply: unknown
     try {
       reply = await withTimeout(published, this.commandTimeout, () =>
@@ -354,7 +354,7 @@ export class RedisBus implements Bus {
   }
 }
 
-function toBusError (err: unknown): Error {
+export function toBusError (err: unknown): Error {
   if (err instanceof BusUnavailableError) return err
   // Redis answered with an error (an ACL, scripts disabled): retrying will not help.
   if ((err as Error).name === 'ReplyError') return new BusRefusedError((err as Error).message)

@@ -97,3 +97,45 @@ export async function runScript (client: Redis, { source, sha }: Script, args: A
     return await buffered.evalBuffer(source, 0, ...args)
   }
 }
+
+/**
+ * Presence of one channel. ARGV: members zset (scored by expiry), counts hash, pubsub channel,
+ * now ms, new expiry ms, key ttl ms, '1' to publish join/leave frames, the channel as JSON,
+ * this instance's id, then pairs of 'j' (joined or still there) or 'l' (left) and an identity.
+ * Members of instances that stopped refreshing are dropped first. Returns the identities present.
+ */
+export const PRESENCE_SCRIPT = `
+local zset, hash, pubsub, now, expires, keyttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local events, channel, instance = ARGV[7] == '1', ARGV[8], ARGV[9]
+local function announce (kind, identity)
+  if events then
+    redis.call('PUBLISH', pubsub, '{"type":"' .. kind .. '","channel":' .. channel .. ',"identity":' .. identity .. '}')
+  end
+end
+local function gone (identity)
+  if redis.call('HINCRBY', hash, identity, -1) <= 0 then
+    redis.call('HDEL', hash, identity)
+    announce('leave', identity)
+  end
+end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', now)) do
+  redis.call('ZREM', zset, member)
+  gone(string.sub(member, string.find(member, '\\n', 1, true) + 1))
+end
+for i = 10, #ARGV, 2 do
+  local identity = ARGV[i + 1]
+  local member = instance .. '\\n' .. identity
+  if ARGV[i] == 'j' then
+    if redis.call('ZADD', zset, expires, member) == 1 and redis.call('HINCRBY', hash, identity, 1) == 1 then
+      announce('join', identity)
+    end
+  elseif redis.call('ZREM', zset, member) == 1 then
+    gone(identity)
+  end
+end
+if redis.call('EXISTS', zset) == 1 then
+  redis.call('PEXPIRE', zset, keyttl)
+  redis.call('PEXPIRE', hash, keyttl)
+end
+return redis.call('HKEYS', hash)
+`

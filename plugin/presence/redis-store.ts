@@ -1,0 +1,51 @@
+import type { Redis } from 'ioredis'
+import { BusUnavailableError } from '../errors.js'
+import { toBusError } from '../bus/redis.js'
+import { PRESENCE_SCRIPT, runScript, script } from '../bus/scripts.js'
+import { withTimeout } from '../timeout.js'
+import type { PresenceStore } from './store.js'
+
+const PRESENCE = script(PRESENCE_SCRIPT)
+
+export interface RedisPresenceOptions {
+  client: Redis
+  prefix: string
+  /** Names this instance's entries; another instance's entries are never touched but by expiry. */
+  instance: string
+  /** How long an entry lives without a refresh, in milliseconds. */
+  ttl: number
+  commandTimeout: number
+}
+
+/**
+ * Presence in Redis: per channel, a sorted set of `<instance>\n<identity>` scored by when the
+ * entry expires, and a hash counting each identity's instances. An instance that dies stops
+ * refreshing its entries, and the next update or read of the channel drops them.
+ */
+export class RedisPresenceStore implements PresenceStore {
+  constructor (private readonly options: RedisPresenceOptions) {}
+
+  async update (channel: string, joined: readonly string[], left: readonly string[], events: boolean): Promise<void> {
+    const changes = [...joined.flatMap((identity) => ['j', identity]), ...left.flatMap((identity) => ['l', identity])]
+    await this.run(channel, events, changes)
+  }
+
+  async members (channel: string, events: boolean): Promise<string[]> {
+    return (await this.run(channel, events, [])).map((identity) => identity.toString())
+  }
+
+  private async run (channel: string, events: boolean, changes: string[]): Promise<Buffer[]> {
+    const { client, prefix, instance, ttl, commandTimeout } = this.options
+    const now = Date.now()
+    const reply = runScript(client, PRESENCE, [
+      `${prefix}p:${channel}`, `${prefix}pc:${channel}`, `${prefix}c:${channel}`,
+      now, now + ttl, 2 * ttl, events ? '1' : '0', JSON.stringify(channel), instance, ...changes
+    ])
+    try {
+      return await withTimeout(reply, commandTimeout, () =>
+        new BusUnavailableError(`Redis did not answer a presence update within ${commandTimeout} ms`)) as Buffer[]
+    } catch (err) {
+      throw toBusError(err)
+    }
+  }
+}

@@ -1,0 +1,46 @@
+import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsync } from 'fastify'
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { ChannelName } from '../plugin/channel.js'
+import type { Presence } from '../plugin/presence/presence.js'
+import type { Authenticator } from '../plugin/security/connect-auth.js'
+import type { SubscribeCheck } from '../plugin/security/subscribe-check.js'
+import { ChannelForbiddenError, PresenceUnavailableError } from '../plugin/errors.js'
+import { redactingLogSerializers } from './log-serializers.js'
+
+export const PresenceReply = Type.Object({
+  channel: Type.String(),
+  count: Type.Integer({ description: 'Identities present, each counted once however many connections it has' }),
+  members: Type.Array(Type.Union([Type.String(), Type.Number()]), {
+    description: 'The identities: a token\'s sub, the identity authorize() gave, or the connection id of an anonymous client'
+  })
+})
+
+interface PresenceRouteOptions {
+  path: string
+  presence: Presence
+  authenticator: Authenticator
+  mayRead: SubscribeCheck
+}
+
+/** GET <path>/:channel: who is subscribed to a channel, on every instance. Same auth as subscribing. */
+const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance, { path, presence, authenticator, mayRead }) => {
+  const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
+  fastify.get(`${path}/:channel`, {
+    logSerializers: redactingLogSerializers,
+    schema: {
+      params: Type.Object({ channel: ChannelName }),
+      querystring: Type.Object({ token: Type.Optional(Type.String()) }, { additionalProperties: false }),
+      response: { 200: PresenceReply }
+    }
+  }, async (request) => {
+    const { channel } = request.params
+    const auth = await authenticator.authenticate(request)
+    if (!await mayRead(auth?.identity, auth?.channels, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+    if (!presence.tracks(channel)) throw new PresenceUnavailableError(JSON.stringify(channel))
+    const members = await presence.members(channel) as Array<string | number>
+    return { channel, count: members.length, members }
+  })
+}
+
+export default presenceRoute

@@ -1,0 +1,142 @@
+import t from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import { createSigner } from 'fast-jwt'
+import { build, type TestApp } from './helpers/app.js'
+import { startRedis } from './helpers/redis-server.js'
+import { startService } from './helpers/service.js'
+import { TestClient, wsUrl, type Frame } from './helpers/client.js'
+import { waitUntil } from './helpers/wait.js'
+
+// Who is on a channel, across instances: an identity counts once however many tabs it has open,
+// a clean close removes it at once, a crashed instance's users disappear within the TTL.
+
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+
+const SECRET = 'a-presence-secret-of-32-characters'
+const sign = createSigner({ key: SECRET, expiresIn: 60_000 })
+const tokenFor = (sub: string): string => sign({ sub, channels: ['room', 'quiet', 'secret-room'] })
+
+interface PresenceBody { channel: string, count: number, members: Array<string | number> }
+
+async function presenceOf (app: TestApp, channel: string, token = tokenFor('reader')): Promise<PresenceBody> {
+  const response = await fetch(`${app.url}/presence/${channel}`, { headers: { authorization: `Bearer ${token}` } })
+  return await response.json() as PresenceBody
+}
+
+/** Connects as `sub` to `channel` and waits until it is subscribed. */
+async function join (app: TestApp, sub: string, channel = 'room'): Promise<TestClient> {
+  const client = await TestClient.connect(wsUrl(app.url, `?channels=${channel}`), { headers: { authorization: `Bearer ${tokenFor(sub)}` } })
+  t.teardown(() => client.close())
+  await client.waitFor((f) => f.type === 'subscribed')
+  return client
+}
+
+const events = (client: TestClient): Array<[string, unknown]> =>
+  client.frames.filter((f: Frame) => f.type === 'join' || f.type === 'leave').map((f) => [f.type, f.identity])
+
+t.test('two tabs of one identity on two instances count once; join and leave frames arrive once', async (t) => {
+  const options = { redis: redis.url, jwt: { secret: SECRET }, presence: { events: ['room'] } }
+  const [a, b] = await Promise.all([build(t, options), build(t, options)])
+  const watcher = await join(a, 'carol')
+  const aliceOnA = await join(a, 'alice')
+  const aliceOnB = await join(b, 'alice')
+  const bob = await join(b, 'bob')
+  t.ok(await waitUntil(() => events(watcher).length >= 3, 2000), 'the joins arrived')
+  const present = await presenceOf(a, 'room')
+  t.same([present.count, [...present.members].sort()], [3, ['alice', 'bob', 'carol']], 'alice counts once for her two tabs')
+  t.same(await presenceOf(b, 'room'), present, 'and every instance says so')
+
+  await aliceOnA.close()
+  await sleep(200)
+  t.same((await presenceOf(b, 'room')).count, 3, 'one of two tabs closed: alice is still there')
+  await aliceOnB.close()
+  t.ok(await waitUntil(() => events(watcher).some(([type]) => type === 'leave'), 2000), 'her last tab closed: a leave frame')
+  t.same((await presenceOf(a, 'room')).members.sort(), ['bob', 'carol'])
+  await sleep(200)
+  t.same(events(watcher), [['join', 'carol'], ['join', 'alice'], ['join', 'bob'], ['leave', 'alice']],
+    'each arrival and departure of an identity once, across instances and tabs')
+  t.same(events(bob).filter(([, who]) => who === 'alice'), [['leave', 'alice']], 'subscribers on the other instance hear it too')
+})
+
+t.test('without events for a channel, presence is tracked but no frame is sent', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
+  const one = await join(app, 'dan', 'quiet')
+  await join(app, 'eve', 'quiet')
+  t.same((await presenceOf(app, 'quiet')).members.sort(), ['dan', 'eve'])
+  await sleep(100)
+  t.same(events(one), [], 'no join frames')
+})
+
+t.test('a clean close removes the instance\'s users at once; a kill -9 removes them within the TTL', async (t) => {
+  const observer = await build(t, { redis: redis.url, presence: { events: ['lobby'], ttl: 1000 } })
+  const watcher = await observer.connect('?channels=lobby')
+  await watcher.waitFor((f) => f.type === 'subscribed')
+
+  const clean = await build(t, { redis: redis.url, presence: { ttl: 1000 } })
+  const guest = await clean.connect('?channels=lobby')
+  await guest.waitFor((f) => f.type === 'subscribed')
+  t.equal((await presenceOf(observer, 'lobby')).count, 2, 'anonymous clients count by connection')
+  await clean.app.close()
+  t.equal((await presenceOf(observer, 'lobby')).count, 1, 'a closed instance\'s users are gone as soon as close() resolves')
+
+  const service = await startService(t, { REDIS_URL: redis.url, PRESENCE_TTL: '1000' })
+  const doomed = await Promise.all([0, 1, 2].map(async () => await TestClient.connect(wsUrl(service.url, '?channels=lobby'))))
+  await Promise.all(doomed.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+  t.equal((await presenceOf(observer, 'lobby')).count, 4)
+  const leavesBefore = events(watcher).filter(([type]) => type === 'leave').length
+  service.process.kill('SIGKILL')
+  const killedAt = Date.now()
+  let count = 4
+  while (count > 1 && Date.now() - killedAt < 3000) {
+    count = (await presenceOf(observer, 'lobby')).count
+    await sleep(50)
+  }
+  const after = Date.now() - killedAt
+  t.equal(count, 1, `the killed instance's 3 users are gone ${after} ms after the kill`)
+  t.ok(after <= 1000 + 500, 'within the TTL (1 s) and one poll')
+  t.ok(await waitUntil(() => events(watcher).filter(([type]) => type === 'leave').length === leavesBefore + 3, 2000),
+    'and a leave frame for each reached the remaining subscribers')
+})
+
+t.test('GET /presence has the same auth as subscribing, and says which channels are not tracked', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET }, presence: { channels: ['room', 'secret-room'] } })
+  t.equal((await fetch(`${app.url}/presence/room`)).status, 401)
+  const denied = await fetch(`${app.url}/presence/staff`, { headers: { authorization: `Bearer ${tokenFor('x')}` } })
+  t.equal(denied.status, 403)
+  const untracked = await fetch(`${app.url}/presence/quiet`, { headers: { authorization: `Bearer ${tokenFor('x')}` } })
+  t.equal(untracked.status, 404)
+  t.match(await untracked.json(), { code: 'FRB_NO_PRESENCE' })
+  t.same(await presenceOf(app, 'room'), { channel: 'room', count: 0, members: [] })
+})
+
+t.test('on the memory bus, presence works within the one instance', async (t) => {
+  const app = await build(t, { jwt: { secret: SECRET }, presence: { events: ['*'] } })
+  const first = await join(app, 'fay')
+  await join(app, 'fay')
+  const gus = await join(app, 'gus')
+  t.same((await presenceOf(app, 'room')).members.sort(), ['fay', 'gus'])
+  await gus.close()
+  t.ok(await waitUntil(() => events(first).length === 3, 2000))
+  t.same(events(first), [['join', 'fay'], ['join', 'gus'], ['leave', 'gus']])
+})
+
+t.test('members deleted from Redis come back with the next refresh; an update Redis cannot take is logged', async (t) => {
+  const app = await build(t, { redis: redis.url, presence: { ttl: 600 } })
+  const client = await app.connect('?channels=flaky')
+  await client.waitFor((f) => f.type === 'subscribed')
+  await redis.client().del('frb:p:flaky', 'frb:pc:flaky')
+  t.equal((await presenceOf(app, 'flaky')).count, 0, 'the entries are gone from Redis')
+  await sleep(400)
+  t.equal((await presenceOf(app, 'flaky')).count, 1, 'the refresh (every third of the TTL) restored them')
+
+  const ownClient = new Redis(redis.url, { enableOfflineQueue: false })
+  t.teardown(() => ownClient.disconnect())
+  const cut = await build(t, { redis: ownClient })
+  const other = await cut.connect()
+  ownClient.disconnect()
+  other.send({ type: 'subscribe', channel: 'elsewhere' })
+  t.match(await other.waitFor((f) => f.type === 'error'), { code: 'FRB_BUS_UNAVAILABLE' }, 'the subscribe fails: its history cannot be read')
+  t.ok(await waitUntil(() => cut.logs.some((line) => /presence update failed/.test(line.msg)), 2000), 'the failed presence update is logged')
+})
