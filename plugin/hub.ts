@@ -300,14 +300,16 @@ export class Hub {
     if (keepsHistory) connection.startSync(channel)
     try {
       await this.pending.get(channel)
-      if (this.presence?.tracks(channel) === true && connection.channels.has(channel)) {
-        this.presence.join(channel, presenceIdentity(connection.identity, connection.id), connection)
-      }
+      // The subscribed reply waits for presence too: a client that is subscribed is listed.
+      const listed = this.presence?.tracks(channel) === true && connection.channels.has(channel)
+        ? this.presence.join(channel, presenceIdentity(connection.identity, connection.id), connection)
+        : undefined
       if (!keepsHistory) {
+        await listed
         announce(resume === undefined ? {} : { recovered: false })
         return
       }
-      const page = await this.bus.readHistory(channel, { since: resume?.since, limit: this.policy.maxReplay })
+      const [page] = await Promise.all([this.bus.readHistory(channel, { since: resume?.since, limit: this.policy.maxReplay }), listed])
       // Unsubscribed or gone while the history was read: nothing more to send.
       if (!connection.channels.has(channel)) return
       const position = page === undefined ? undefined : { offset: page.offset, epoch: page.epoch }

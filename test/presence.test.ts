@@ -7,6 +7,7 @@ import { startRedis } from './helpers/redis-server.js'
 import { startService } from './helpers/service.js'
 import { TestClient, wsUrl, type Frame } from './helpers/client.js'
 import { waitUntil } from './helpers/wait.js'
+import { presenceIdentity } from '../plugin/presence/presence.js'
 
 // Who is on a channel, across instances: an identity counts once however many tabs it has open,
 // a clean close removes it at once, a crashed instance's users disappear within the TTL.
@@ -112,11 +113,14 @@ t.test('GET /presence has the same auth as subscribing, and says which channels 
 })
 
 t.test('on the memory bus, presence works within the one instance', async (t) => {
-  const app = await build(t, { jwt: { secret: SECRET }, presence: { events: ['*'] } })
+  const app = await build(t, { jwt: { secret: SECRET }, presence: { events: ['room'], ttl: 150 } })
   const first = await join(app, 'fay')
   await join(app, 'fay')
   const gus = await join(app, 'gus')
-  t.same((await presenceOf(app, 'room')).members.sort(), ['fay', 'gus'])
+  await join(app, 'hal', 'quiet')
+  await sleep(120)
+  t.same((await presenceOf(app, 'room')).members.sort(), ['fay', 'gus'], 'refreshes change nothing')
+  t.same((await presenceOf(app, 'quiet')).members, ['hal'])
   await gus.close()
   t.ok(await waitUntil(() => events(first).length === 3, 2000))
   t.same(events(first), [['join', 'fay'], ['join', 'gus'], ['leave', 'gus']])
@@ -139,4 +143,13 @@ t.test('members deleted from Redis come back with the next refresh; an update Re
   other.send({ type: 'subscribe', channel: 'elsewhere' })
   t.match(await other.waitFor((f) => f.type === 'error'), { code: 'FRB_BUS_UNAVAILABLE' }, 'the subscribe fails: its history cannot be read')
   t.ok(await waitUntil(() => cut.logs.some((line) => /presence update failed/.test(line.msg)), 2000), 'the failed presence update is logged')
+})
+
+t.test('a connection\'s presence identity: the token\'s sub, a plain identity, else the connection id', async (t) => {
+  t.equal(presenceIdentity({ sub: 'ann', exp: 1 }, 'c1'), '"ann"', 'claims are not shown, only sub')
+  t.equal(presenceIdentity('bob', 'c1'), '"bob"')
+  t.equal(presenceIdentity(42, 'c1'), '42')
+  t.equal(presenceIdentity(Number.NaN, 'c1'), '"c1"')
+  t.equal(presenceIdentity({ sub: 7 }, 'c1'), '"c1"', 'a sub that is not a string is not an identity')
+  t.equal(presenceIdentity(undefined, 'c1'), '"c1"', 'anonymous: the connection id')
 })

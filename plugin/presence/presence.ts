@@ -40,7 +40,8 @@ export class Presence {
     return this.options.tracked(channel)
   }
 
-  join (channel: string, identity: string, connection: object): void {
+  /** Resolves once the store has the identity (or has failed to take it: that is logged, not thrown). */
+  async join (channel: string, identity: string, connection: object): Promise<void> {
     let identities = this.local.get(channel)
     if (identities === undefined) {
       identities = new Map()
@@ -53,6 +54,8 @@ export class Presence {
       this.send(channel, [identity], [])
     }
     connections.add(connection)
+    // Another tab's update of this identity may be in flight: this one is there once it is done.
+    await this.queues.get(channel)
   }
 
   /** Leaves only what `join` counted: a connection whose subscription failed was never present. */

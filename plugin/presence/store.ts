@@ -36,8 +36,9 @@ export class MemoryPresenceStore implements PresenceStore {
       members.add(identity)
       if (events) await this.announce(channel, presenceFrame('join', channel, identity))
     }
+    // Presence sends a leave only for an identity it sent a join for.
     for (const identity of left) {
-      if (!members.delete(identity)) continue
+      members.delete(identity)
       if (events) await this.announce(channel, presenceFrame('leave', channel, identity))
     }
     if (members.size === 0) this.channels.delete(channel)
