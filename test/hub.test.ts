@@ -4,6 +4,8 @@ import { Hub } from '../plugin/hub.js'
 import { BroadcastStats } from '../plugin/stats.js'
 import type { WebSocket } from 'ws'
 import { MemoryBus } from '../plugin/bus/memory.js'
+import { Presence } from '../plugin/presence/presence.js'
+import { MemoryPresenceStore } from '../plugin/presence/store.js'
 
 const POLICY = { slowConsumerBytes: 1024, slowConsumerTimeout: 1000, historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300 }
 
@@ -26,5 +28,21 @@ t.test('a connection that already left joins nothing (its frames may still be qu
   await hub.join(gone, 'news', undefined, () => t.fail('a connection that left is not answered'))
   t.same([...gone.channels], [], 'no channel recorded')
   t.equal(hub.deliver('news', Buffer.from('{}')), 0, 'and no listener added')
+  await bus.close()
+})
+
+t.test('a connection that leaves while its subscription is being confirmed is never listed in presence', async (t) => {
+  const bus = new MemoryBus()
+  const log = Fastify({ logger: false }).log
+  const hub = new Hub(bus, log, POLICY, new BroadcastStats())
+  const store = new MemoryPresenceStore(async () => {})
+  hub.presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 1000 }, log)
+  await bus.start((channel, payload) => hub.deliver(channel, payload))
+  const connection = hub.open({ readyState: 1 } as unknown as WebSocket)
+  const joining = hub.join(connection, 'news', undefined, () => {})
+  hub.remove(connection)
+  await joining
+  t.same(await store.members('news'), [], 'not listed')
+  t.equal(hub.channelCount, 0)
   await bus.close()
 })
