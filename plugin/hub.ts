@@ -164,9 +164,10 @@ export class Connection {
    * stream passes `top`.
    */
   release (channel: string, epoch: string | undefined, top: number): void {
-    // join() calls this once per startSync(), and only while the connection is still on the channel.
-    const sync = this.syncing?.get(channel) as ChannelSync
-    const held = sync.held as Buffer[]
+    const sync = this.syncing?.get(channel)
+    // Gone meanwhile: the connection was closed (a slow consumer) while the replay was queued.
+    if (sync?.held === undefined) return
+    const held = sync.held
     sync.held = undefined
     sync.epoch = epoch
     sync.top = top
@@ -260,7 +261,9 @@ export class Hub {
   /** A message from the bus: messages of channels with history are put in offset order first. */
   receive (channel: string | null, payload: Buffer): void {
     if (channel === null) this.deliver(null, payload)
-    else this.liveOrder.accept(channel, payload)
+    // A message still on its way after the last listener left has no one to go to, and must not
+    // leave ordering state behind.
+    else if (this.listeners.has(channel)) this.liveOrder.accept(channel, payload)
   }
 
   /** The bus connection came back: read back what each channel missed meanwhile. */
@@ -294,10 +297,14 @@ export class Hub {
       this.listeners.set(channel, listeners)
       this.pending.set(channel, this.bus.subscribe(channel))
     }
+    // Subscribing again to a channel the connection is on: its live messages keep flowing as they
+    // are, unless it asks to resume, which replays and so must hold them meanwhile.
+    const added = !connection.channels.has(channel)
     listeners.add(connection)
     connection.channels.add(channel)
     const keepsHistory = this.policy.historyOf(channel).size > 0
-    if (keepsHistory) connection.startSync(channel)
+    const syncs = keepsHistory && (added || resume !== undefined)
+    if (syncs) connection.startSync(channel)
     try {
       await this.pending.get(channel)
       // The subscribed reply waits for presence too: a client that is subscribed is listed.
@@ -313,6 +320,9 @@ export class Hub {
       // Unsubscribed or gone while the history was read: nothing more to send.
       if (!connection.channels.has(channel)) return
       const position = page === undefined ? undefined : { offset: page.offset, epoch: page.epoch }
+      // A channel that has had no live message here yet starts from this position, so a message
+      // missed before the first one arrives is still noticed.
+      if (position !== undefined) this.liveOrder.seed(channel, position)
       let replay = false
       if (resume !== undefined) {
         replay = page !== undefined && page.epoch === resume.epoch && resume.since <= page.offset &&
@@ -322,9 +332,11 @@ export class Hub {
       }
       announce(resume === undefined ? { position } : { position, recovered: replay })
       if (replay) for (const message of (page as NonNullable<typeof page>).messages) connection.enqueue(message.frame)
-      connection.release(channel, position?.epoch, position?.offset ?? 0)
+      if (syncs) connection.release(channel, position?.epoch, position?.offset ?? 0)
     } catch (err) {
-      this.leave(connection, channel)
+      // A subscription that was working before this call stays.
+      if (added) this.leave(connection, channel)
+      else connection.stopSync(channel)
       throw err
     }
   }

@@ -11,6 +11,7 @@ import { isValidChannel } from './channel.js'
 import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, InvalidIdempotencyKeyError, MessageTooLargeError } from './errors.js'
 import type { Bus, BusMessage, PublishResult } from './bus/bus.js'
 import { historySettings } from './history/settings.js'
+import { MAX_POSITION_LENGTH } from './history/sequence.js'
 import { isValidIdempotencyKey } from './history/idempotency.js'
 import { Presence } from './presence/presence.js'
 import { MemoryPresenceStore, type PresenceStore } from './presence/store.js'
@@ -140,7 +141,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   let lastForeignLog = 0
   function onBusMessage (channel: string | null, payload: Buffer): void {
     stats.messagesIn++
-    const foreign = foreignPayloadReason(payload, options.maxMessageBytes)
+    // The publish script adds the position to a message after prepare() checked its size.
+    const foreign = foreignPayloadReason(payload, options.maxMessageBytes + MAX_POSITION_LENGTH)
     if (foreign === undefined) {
       hub.receive(channel, payload)
       return

@@ -60,17 +60,17 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   closeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a closing connection may take to answer the close handshake before it is terminated, in milliseconds' }),
   clientByteRate: Type.Integer({ minimum: 1, default: 65536, description: 'Bytes per second a client may send, sustained (bursts up to twice maxPayload)' }),
   history: Type.Object({
-    size: Type.Integer({ minimum: 0, default: 100, description: 'Messages kept per channel (0: no history, no offsets)' }),
+    size: Type.Integer({ minimum: 0, default: 100, description: 'Messages kept per channel, at least (Redis trims whole stream nodes); 0: no history, no offsets' }),
     ttl: Type.Integer({ minimum: 1, default: 300000, description: 'How long a channel\'s history outlives its last publish, in milliseconds' }),
     rules: Type.Array(HistoryRule, { default: [], description: 'Per channel pattern settings; the first rule that matches wins' }),
     maxReplay: Type.Integer({ minimum: 0, default: 300, description: 'Most messages a resuming subscriber is sent; beyond it the reply is recovered: false' })
-  }, { default: {}, additionalProperties: false, description: 'Message history kept in Redis Streams (needs Redis)' }),
+  }, { default: {}, additionalProperties: false, description: 'Message history: in Redis Streams, or in memory with the in-process bus' }),
   idempotencyWindow: Type.Integer({ minimum: 1, default: 300000, description: 'How long a publish\'s idempotencyKey is remembered, in milliseconds' }),
   presence: Type.Object({
     channels: ChannelPatterns('Channels whose members are tracked (`*`: all; empty: none)', ['*']),
     events: ChannelPatterns('Channels whose subscribers get join and leave frames', []),
     ttl: Type.Integer({ minimum: 1, default: 30000, description: 'How long a crashed instance\'s members stay listed, in milliseconds' })
-  }, { default: {}, additionalProperties: false, description: 'Who is subscribed to a channel, across instances (needs Redis)' }),
+  }, { default: {}, additionalProperties: false, description: 'Who is subscribed to a channel, across instances' }),
   rateLimit: Type.Object({
     upgrade: Type.Optional(RateLimit),
     publish: Type.Optional(RateLimit)

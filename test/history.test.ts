@@ -186,3 +186,33 @@ t.test('GET /history has the same auth as subscribing', async (t) => {
   t.equal(denied.status, 403, 'a channel the token does not grant: 403')
   t.match(await denied.json(), { code: 'FRB_CHANNEL_FORBIDDEN' })
 })
+
+t.test('half a history is no history: the position hash lost alone starts a new epoch, and publishes go on', async (t) => {
+  const { app } = await build(t, { redis: redis.url })
+  const first = await app.broadcast('a', { channel: 'halved' })
+  await app.broadcast('b', { channel: 'halved' })
+  await admin.del('frb:h:meta:halved')
+  const after = await app.broadcast('c', { channel: 'halved' })
+  t.same([after.offset, after.epoch === first.epoch], [1, false], 'offset 1 of a new epoch, not a refused publish')
+  t.equal(await admin.xlen('frb:h:stream:halved'), 1, 'the old stream went with it')
+  t.same((await app.broadcast('d', { channel: 'halved' })).offset, 2)
+})
+
+t.test('idempotency keys of different channels never collide, whatever their names', async (t) => {
+  const { app } = await build(t, { redis: redis.url })
+  const one = await app.broadcast(1, { channel: 'room', idempotencyKey: '42:a' })
+  const two = await app.broadcast(2, { channel: 'room:42', idempotencyKey: 'a' })
+  t.same([one.duplicate, two.duplicate, two.offset], [false, false, 1])
+})
+
+t.test('a message right at maxMessageBytes is delivered: the room its position takes is allowed for', async (t) => {
+  const { app, connect } = await build(t, { redis: redis.url, maxMessageBytes: 256 })
+  const client = await connect('?channels=edge')
+  await client.waitFor((f) => f.type === 'subscribed')
+  const envelope = Buffer.byteLength('{"type":"message","channel":"edge","data":""}')
+  const data = 'x'.repeat(256 - envelope)
+  await app.broadcast(data, { channel: 'edge' })
+  t.same((await client.messages(1)).map((f) => f.data), [data])
+  await t.rejects(app.broadcast(data + 'x', { channel: 'edge' }), { code: 'FRB_MESSAGE_TOO_LARGE' }, 'one byte more is refused')
+  t.equal(app.broadcastStats().droppedForeignPayloads, 0)
+})

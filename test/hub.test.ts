@@ -14,6 +14,8 @@ t.test('a message for a channel nobody here listens on is delivered to no one', 
   const hub = new Hub(bus, Fastify({ logger: false }).log, POLICY, new BroadcastStats())
   await bus.start((channel, payload) => hub.deliver(channel, payload))
   t.equal(hub.deliver('nobody', Buffer.from('{}')), 0)
+  hub.receive('nobody', Buffer.from('{"type":"message","channel":"nobody","offset":1,"epoch":"e","data":1}'))
+  t.equal(hub.channelCount, 0, 'a message for a channel with no listener leaves nothing behind')
   t.equal(hub.deliver(null, Buffer.from('{}')), 0, 'nor a broadcast when there are no connections')
   await bus.close()
 })

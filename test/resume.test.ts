@@ -246,3 +246,45 @@ t.test('after a reconnect, missed messages are read back even when nothing more 
   await sleep(100)
   t.same(expired.frames.filter((f) => f.type !== 'subscribed').length, 1, 'a channel whose history expired had nothing to read back')
 })
+
+t.test('subscribing again to a channel already subscribed loses nothing, and a failed read keeps the subscription', async (t) => {
+  const app = await build(t, { redis: redis.url })
+  const client = await listening(app, 'again')
+  let next = 2
+  let stop = false
+  const publishing = (async () => {
+    while (!stop) {
+      await app.app.broadcast(next++, { channel: 'again' })
+      await sleep(1)
+    }
+  })()
+  for (let i = 0; i < 5; i++) {
+    const from = client.frames.length
+    client.send({ type: 'subscribe', channel: 'again' })
+    await client.waitFor((f) => f.type === 'subscribed', { from })
+  }
+  stop = true
+  await publishing
+  const top = next - 1
+  t.same((await client.messages(top)).map((f) => f.data), range(1, top), `all ${top} messages, in order, once each`)
+
+  const ownClient = new Redis(redis.url, { enableOfflineQueue: false })
+  t.teardown(() => ownClient.disconnect())
+  const cut = await build(t, { redis: ownClient })
+  const member = await listening(cut, 'kept')
+  ownClient.disconnect()
+  member.send({ type: 'subscribe', channel: 'kept', since: 0, epoch: member.received()[0].epoch })
+  t.match(await member.waitFor((f) => f.type === 'error'), { code: 'FRB_BUS_UNAVAILABLE' }, 'the resume fails: the history cannot be read')
+  await app.app.broadcast(2, { channel: 'kept' })
+  t.same((await member.messages(2)).map((f) => f.data), [1, 2], 'but the subscription it had still delivers')
+})
+
+t.test('a channel that had no live message yet is read back after a reconnect too', async (t) => {
+  const [a, b] = await Promise.all([build(t, { redis: redis.url }), build(t, { redis: redis.url })])
+  await a.app.broadcastMany(range(1, 3).map((n) => ({ channel: 'calm', data: n })))
+  const client = await b.connect('?channels=calm')
+  t.match(await client.waitFor((f) => f.type === 'subscribed'), { offset: 3 })
+  await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  await a.app.broadcastMany(range(4, 6).map((n) => ({ channel: 'calm', data: n })))
+  t.same((await client.messages(3)).map((f) => f.data), [4, 5, 6], 'what was published while the subscriber was away arrives')
+})

@@ -3,6 +3,8 @@ import type { Bus, BusHealth, BusMessage, BusMessageHandler, HistoryPage, Histor
 import { BusUnavailableError } from '../errors.js'
 import { messageHeadLength, positionText, type Position } from '../history/sequence.js'
 
+const SWEEP_INTERVAL = 1000
+
 interface ChannelHistory {
   epoch: string
   top: number
@@ -20,6 +22,7 @@ export class MemoryBus implements Bus {
   private readonly histories = new Map<string, ChannelHistory>()
   private readonly seenKeys = new Map<string, { result: PublishResult, expiresAt: number }>()
   private onMessage: BusMessageHandler | undefined
+  private sweptAt = 0
 
   constructor (private readonly idempotencyWindow = 300000) {}
 
@@ -39,6 +42,11 @@ export class MemoryBus implements Bus {
     for (const [key, seen] of this.seenKeys) {
       if (seen.expiresAt > now) break
       this.seenKeys.delete(key)
+    }
+    // Histories of channels nobody publishes to any more expire too (a sweep a second at most).
+    if (now - this.sweptAt > SWEEP_INTERVAL) {
+      this.sweptAt = now
+      for (const channel of this.histories.keys()) this.current(channel, now)
     }
     return messages.map((message) => {
       const key = message.idempotencyKey === undefined ? undefined : `${message.channel ?? ''}\n${message.idempotencyKey}`

@@ -206,7 +206,8 @@ export class RedisBus implements Bus {
     return [
       this.redisName(channel), keys.meta, keys.stream,
       history?.size ?? 0, history?.ttl ?? 0,
-      idempotencyKey === undefined ? '' : `${this.idempotencyPrefix}${channel ?? ''}:${idempotencyKey}`, this.idempotencyWindow,
+      // `|` ends the channel name (which cannot contain one), so no channel and key pair reads as another.
+      idempotencyKey === undefined ? '' : `${this.idempotencyPrefix}${channel ?? ''}|${idempotencyKey}`, this.idempotencyWindow,
       payload.slice(0, head), payload.slice(head)
     ]
   }

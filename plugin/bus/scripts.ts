@@ -27,14 +27,19 @@ for i = 2, #ARGV, 9 do
       redis.call('PUBLISH', channel, head .. tail)
     else
       local epoch = redis.call('HGET', meta, 'epoch')
-      if (not epoch) or redis.call('EXISTS', stream) == 0 then
+      local offset = 1
+      if epoch and redis.call('EXISTS', stream) == 1 then
+        offset = tonumber(redis.call('HGET', meta, 'top')) + 1
+      else
+        -- Half a history (the hash or the stream lost alone) is no history: start a new one.
         local now = redis.call('TIME')
         epoch = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1]
-        redis.call('HSET', meta, 'epoch', epoch, 'top', 0)
+        redis.call('DEL', stream)
       end
-      local offset = redis.call('HINCRBY', meta, 'top', 1)
       local frame = head .. '"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. tail
+      -- Stored first: if Redis refuses it (memory), no offset has been used up.
       redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
+      redis.call('HSET', meta, 'epoch', epoch, 'top', offset)
       redis.call('PEXPIRE', stream, ttl)
       redis.call('PEXPIRE', meta, ttl)
       redis.call('PUBLISH', channel, frame)

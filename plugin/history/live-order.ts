@@ -18,6 +18,8 @@ interface ChannelState {
   last: number
   /** Messages that arrived while a gap is being repaired, in arrival order. */
   held: Buffer[] | undefined
+  /** The subscriber reconnected during a repair: check the history again once it is done. */
+  catchUpAfter: boolean
 }
 
 /**
@@ -49,6 +51,14 @@ export class LiveOrder {
     else this.place(channel, state, frame, position)
   }
 
+  /**
+   * Where a channel stands when a client joins it: a channel with no live message here yet starts
+   * from there, so a message missed before the first live one still shows as a gap.
+   */
+  seed (channel: string, { offset, epoch }: Position): void {
+    if (!this.channels.has(channel)) this.channels.set(channel, { epoch, last: offset, held: undefined, catchUpAfter: false })
+  }
+
   /** The channel has no listener left here: its next message starts afresh. */
   forget (channel: string): void {
     this.channels.delete(channel)
@@ -60,7 +70,10 @@ export class LiveOrder {
    */
   catchUp (): void {
     for (const [channel, state] of this.channels) {
-      if (state.held !== undefined) continue
+      if (state.held !== undefined) {
+        state.catchUpAfter = true
+        continue
+      }
       state.held = []
       void this.repair(channel, state, undefined)
     }
@@ -69,7 +82,7 @@ export class LiveOrder {
   private place (channel: string, state: ChannelState | undefined, frame: Buffer, { offset, epoch }: Position): void {
     if (state === undefined || state.epoch !== epoch) {
       // The first message here, or the history was lost and started again: no predecessor to wait for.
-      this.channels.set(channel, { epoch, last: offset, held: undefined })
+      this.channels.set(channel, { epoch, last: offset, held: undefined, catchUpAfter: false })
       this.hooks.deliver(channel, frame)
     } else if (offset === state.last + 1) {
       state.last = offset
@@ -120,12 +133,22 @@ export class LiveOrder {
     const held = state.held as Buffer[]
     state.held = undefined
     for (let index = 0; index < held.length; index++) {
-      if (state.held !== undefined) {
+      // place() may have started a new state (a new epoch): each message goes to the current one;
+      // and a delivery may have closed the channel's last socket (a slow consumer), ending it.
+      const current = this.channels.get(channel)
+      if (current === undefined) return
+      if (current.held !== undefined) {
         // A new gap opened while releasing: the rest waits behind it, in order.
-        (state.held as Buffer[]).push(...held.slice(index))
+        current.held.push(...held.slice(index))
         return
       }
-      this.place(channel, state, held[index], readPosition(held[index], channel) as Position)
+      this.place(channel, current, held[index], readPosition(held[index], channel) as Position)
+    }
+    const current = this.channels.get(channel)
+    if (current?.catchUpAfter === true && current.held === undefined) {
+      current.catchUpAfter = false
+      current.held = []
+      void this.repair(channel, current, undefined)
     }
   }
 }

@@ -48,6 +48,9 @@ function startsAt (payload: Buffer, bytes: Buffer, at: number): boolean {
   return at + bytes.length <= payload.length && payload.compare(bytes, 0, bytes.length, at, at + bytes.length) === 0
 }
 
+/** The longest `"offset":N,"epoch":"E",` the publish script can add to a message. */
+export const MAX_POSITION_LENGTH = positionText({ offset: 10 ** MAX_OFFSET_DIGITS - 1, epoch: 'e'.repeat(MAX_EPOCH_LENGTH) }).length
+
 /** `"offset":N,"epoch":"E",`: what the publish script puts after the head of a message. */
 export function positionText ({ offset, epoch }: Position): string {
   return `"offset":${offset},"epoch":"${epoch}",`
