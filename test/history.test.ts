@@ -216,3 +216,11 @@ t.test('a message right at maxMessageBytes is delivered: the room its position t
   await t.rejects(app.broadcast(data + 'x', { channel: 'edge' }), { code: 'FRB_MESSAGE_TOO_LARGE' }, 'one byte more is refused')
   t.equal(app.broadcastStats().droppedForeignPayloads, 0)
 })
+
+t.test('on the memory bus, the history of a channel nobody publishes to any more is swept away', async (t) => {
+  const { app, url } = await build(t, { history: { size: 10, ttl: 100 } })
+  await app.broadcast('old', { channel: 'abandoned' })
+  await sleep(1100)
+  await app.broadcast('new', { channel: 'active' })
+  t.same(await (await fetch(`${url}/history/abandoned`)).json(), { channel: 'abandoned', epoch: null, offset: 0, messages: [] })
+})

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis'
 import { build, type TestApp } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
 import { waitUntil } from './helpers/wait.js'
-import type { Frame, TestClient } from './helpers/client.js'
+import { TestClient, wsUrl, type Frame } from './helpers/client.js'
 
 // A client that blinks resumes from the last offset it saw, on any instance, and loses nothing:
 // the replay and the live stream meet without a gap or a duplicate. And an instance whose own
@@ -287,4 +287,17 @@ t.test('a channel that had no live message yet is read back after a reconnect to
   await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
   await a.app.broadcastMany(range(4, 6).map((n) => ({ channel: 'calm', data: n })))
   t.same((await client.messages(3)).map((f) => f.data), [4, 5, 6], 'what was published while the subscriber was away arrives')
+})
+
+t.test('a connection closed as a slow consumer in the middle of its replay is simply gone', async (t) => {
+  // With compression, ws deflates each frame and holds it meanwhile: the second replayed message
+  // already finds more than slowConsumerBytes (1) unsent.
+  const app = await build(t, { redis: redis.url, compression: true, slowConsumerBytes: 1 })
+  const { epoch } = (await app.app.broadcastMany(range(1, 5).map((n) => ({ channel: 'heavy', data: n }))))[0]
+  const client = await TestClient.connect(wsUrl(app.url), { perMessageDeflate: true })
+  t.teardown(() => client.close())
+  client.send({ type: 'subscribe', channel: 'heavy', since: 0, epoch })
+  t.equal((await client.closed).code, 4008)
+  t.equal(app.app.broadcastStats().slowConsumerCloses, 1)
+  t.equal(app.app.broadcastConnections.size, 0)
 })
