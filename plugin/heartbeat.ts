@@ -1,4 +1,4 @@
-import type { Connection } from './hub.js'
+import type { Connection } from './connection.js'
 
 export interface HeartbeatOptions {
   /** How often every connection is pinged, in milliseconds. */

@@ -5,7 +5,8 @@ import fastifyJwt, { type JWT } from '@fastify/jwt'
 import { Redis } from 'ioredis'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import { resolveOptions, type RedisBroadcastOptions, type ResolvedOptions } from './options.js'
-import { CLOSE_GOING_AWAY, Hub, type Connection } from './hub.js'
+import { CLOSE_GOING_AWAY, Hub } from './hub.js'
+import type { Connection } from './connection.js'
 import { encodeMessage } from './frames.js'
 import { isValidChannel } from './channel.js'
 import { AlreadyRegisteredError, InvalidChannelError, InvalidDataError, InvalidIdempotencyKeyError, MessageTooLargeError } from './errors.js'
@@ -330,7 +331,7 @@ export const redisBroadcast = fp(redisBroadcastPlugin, {
 
 export default redisBroadcast
 export type { RedisBroadcastOptions } from './options.js'
-export type { Connection } from './hub.js'
+export type { Connection } from './connection.js'
 export type { ConnectionAuth, Authorize } from './security/connect-auth.js'
 export type { CanSubscribe } from './options.js'
 export type { Bus, BusHealth, BusMessageHandler } from './bus/bus.js'

@@ -5,7 +5,8 @@ import type { FastifyBaseLogger, FastifyPluginAsync, FastifyRequest } from 'fast
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { RawData, WebSocket } from 'ws'
 import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
-import { CLOSE_GOING_AWAY, type Connection, type Hub, type Resume } from '../plugin/hub.js'
+import { CLOSE_GOING_AWAY, type Hub, type Resume } from '../plugin/hub.js'
+import type { Connection } from '../plugin/connection.js'
 import { markAlive } from '../plugin/heartbeat.js'
 import {
   errorFrame, isWireError, parseClientFrame, PONG_FRAME, REFRESHED_FRAME, subscribedFrame, toWireError, unsubscribedFrame
