@@ -132,7 +132,7 @@ export class Connection {
    * another Redis connection than the one messages come on), so they are skipped until the live
    * stream passes `top`.
    */
-  release (channel: string, epoch: string | undefined, top: number): void {
+  release (channel: string, epoch: string | undefined, top: number, passed: boolean): void {
     const sync = this.syncing?.get(channel)
     // Gone meanwhile: the connection was closed (a slow consumer) while the replay was queued.
     if (sync?.held === undefined) return
@@ -141,6 +141,8 @@ export class Connection {
     sync.epoch = epoch
     sync.top = top
     for (const payload of held) this.offerSyncing(channel, sync, payload)
+    // `passed`: this instance has delivered past `top` already, so nothing up to it comes again.
+    if (passed) this.stopSync(channel)
   }
 
   /** A live message of a channel being joined: held, skipped as replayed, or queued. */

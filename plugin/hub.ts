@@ -135,8 +135,9 @@ export class Hub {
       if (!connection.channels.has(channel)) return
       const position = page === undefined ? undefined : { offset: page.offset, epoch: page.epoch }
       // A channel that has had no live message here yet starts from this position, so a message
-      // missed before the first one arrives is still noticed.
-      if (position !== undefined) this.liveOrder.seed(channel, position)
+      // missed before the first one arrives is still noticed. Only for its sole listener: others
+      // that joined before it had a history may still await messages up to this position.
+      if (position !== undefined && this.listeners.get(channel)?.size === 1) this.liveOrder.seed(channel, position)
       let replay = false
       if (resume !== undefined) {
         replay = page !== undefined && page.epoch === resume.epoch && resume.since <= page.offset &&
@@ -146,7 +147,12 @@ export class Hub {
       }
       announce(resume === undefined ? { position } : { position, recovered: replay })
       if (replay) for (const message of (page as NonNullable<typeof page>).messages) connection.enqueue(message.frame)
-      if (syncs) connection.release(channel, position?.epoch, position?.offset ?? 0)
+      if (syncs) {
+        // Once this instance's live stream has passed the replay, no message up to it can come
+        // again, and the connection need not compare any (nor keep a record per channel).
+        const passed = position === undefined || this.liveOrder.hasPassed(channel, position)
+        connection.release(channel, position?.epoch, position?.offset ?? 0, passed)
+      }
     } catch (err) {
       // A subscription that was working before this call stays.
       if (added) this.leave(connection, channel)

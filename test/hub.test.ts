@@ -46,5 +46,17 @@ t.test('a connection that leaves while its subscription is being confirmed is ne
   await joining
   t.same(await store.members('news'), [], 'not listed')
   t.equal(hub.channelCount, 0)
+
+  // Two tabs of one identity: the one that never got listed leaves without taking the other along.
+  const [first, second] = [0, 1].map(() => {
+    const tab = hub.open({ readyState: 1 } as unknown as WebSocket)
+    tab.identity = { sub: 'ann' }
+    return tab
+  })
+  await hub.join(first, 'news', undefined, () => {})
+  const late = hub.join(second, 'news', undefined, () => {})
+  hub.remove(second)
+  await late
+  t.same(await store.members('news'), ['"ann"'], 'the listed tab keeps its identity there')
   await bus.close()
 })

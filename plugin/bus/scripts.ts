@@ -13,6 +13,17 @@ import type { Redis } from 'ioredis'
  */
 export const PUBLISH_SCRIPT = `
 local out = {}
+-- Each channel's history is read once per call and written back once at the end: a batch of a
+-- channel's messages costs an XADD and a PUBLISH each.
+local histories, touched = {}, {}
+local function save ()
+  for _, meta in ipairs(touched) do
+    local h = histories[meta]
+    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top)
+    redis.call('PEXPIRE', meta, h.ttl)
+    redis.call('PEXPIRE', h.stream, h.ttl)
+  end
+end
 for i = 2, #ARGV, 9 do
   local channel, meta, stream, size, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local idem, window, head, tail = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
@@ -26,30 +37,39 @@ for i = 2, #ARGV, 9 do
     if size == '0' then
       redis.call('PUBLISH', channel, head .. tail)
     else
-      local epoch = redis.call('HGET', meta, 'epoch')
-      local offset = 1
-      if epoch and redis.call('EXISTS', stream) == 1 then
-        offset = tonumber(redis.call('HGET', meta, 'top')) + 1
-      else
-        -- Half a history (the hash or the stream lost alone) is no history: start a new one.
-        local now = redis.call('TIME')
-        epoch = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1]
-        redis.call('DEL', stream)
+      local h = histories[meta]
+      if not h then
+        local state = redis.call('HMGET', meta, 'epoch', 'top')
+        h = { stream = stream, ttl = ttl }
+        if state[1] and redis.call('EXISTS', stream) == 1 then
+          h.epoch, h.top = state[1], tonumber(state[2])
+        else
+          -- Half a history (the hash or the stream lost alone) is no history: start a new one.
+          local now = redis.call('TIME')
+          h.epoch, h.top = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1], 0
+          redis.call('DEL', stream)
+        end
+        histories[meta] = h
+        touched[#touched + 1] = meta
       end
-      local frame = head .. '"offset":' .. offset .. ',"epoch":"' .. epoch .. '",' .. tail
-      -- Stored first: if Redis refuses it (memory), no offset has been used up.
-      redis.call('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
-      redis.call('HSET', meta, 'epoch', epoch, 'top', offset)
-      redis.call('PEXPIRE', stream, ttl)
-      redis.call('PEXPIRE', meta, ttl)
+      local offset = h.top + 1
+      local frame = head .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. tail
+      -- Stored before it is published; if Redis refuses it (memory), what went before is recorded.
+      local added = redis.pcall('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
+      if type(added) == 'table' and added.err then
+        save()
+        return added
+      end
+      h.top = offset
       redis.call('PUBLISH', channel, frame)
-      result = offset .. ' ' .. epoch
+      result = offset .. ' ' .. h.epoch
     end
     if idem ~= '' then redis.call('SET', idem, result, 'PX', window) end
     out[#out + 1] = result
     out[#out + 1] = 0
   end
 end
+save()
 return out
 `
 
@@ -106,8 +126,9 @@ export async function runScript (client: Redis, { source, sha }: Script, args: A
 /**
  * Presence of one channel. ARGV: members zset (scored by expiry), counts hash, pubsub channel,
  * now ms, new expiry ms, key ttl ms, '1' to publish join/leave frames, the channel as JSON,
- * this instance's id, then pairs of 'j' (joined or still there) or 'l' (left) and an identity.
- * Members of instances that stopped refreshing are dropped first. Returns the identities present.
+ * this instance's id, '1' to return the identities present (a read; an update returns none: that
+ * would cost as much as the channel is large, on every join), then pairs of 'j' (joined or still
+ * there) or 'l' (left) and an identity. Members of instances that stopped refreshing go first.
  */
 export const PRESENCE_SCRIPT = `
 local zset, hash, pubsub, now, expires, keyttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
@@ -127,7 +148,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', now)) do
   redis.call('ZREM', zset, member)
   gone(string.sub(member, string.find(member, '\\n', 1, true) + 1))
 end
-for i = 10, #ARGV, 2 do
+for i = 11, #ARGV, 2 do
   local identity = ARGV[i + 1]
   local member = instance .. '\\n' .. identity
   if ARGV[i] == 'j' then
@@ -142,5 +163,6 @@ if redis.call('EXISTS', zset) == 1 then
   redis.call('PEXPIRE', zset, keyttl)
   redis.call('PEXPIRE', hash, keyttl)
 end
-return redis.call('HKEYS', hash)
+if ARGV[10] == '1' then return redis.call('HKEYS', hash) end
+return {}
 `

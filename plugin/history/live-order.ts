@@ -59,6 +59,13 @@ export class LiveOrder {
     if (!this.channels.has(channel)) this.channels.set(channel, { epoch, last: offset, held: undefined, catchUpAfter: false })
   }
 
+  /** Whether this instance has delivered the channel's messages up to `position` (in its epoch). */
+  hasPassed (channel: string, { offset, epoch }: Position): boolean {
+    const state = this.channels.get(channel)
+    // Nothing at or below `last` of its epoch is ever delivered again, repair or not.
+    return state !== undefined && state.epoch === epoch && state.last >= offset
+  }
+
   /** The channel has no listener left here: its next message starts afresh. */
   forget (channel: string): void {
     this.channels.delete(channel)

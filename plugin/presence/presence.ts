@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { PresenceStore } from './store.js'
+import type { PresenceChange, PresenceStore } from './store.js'
 
 export interface PresenceOptions {
   /** Whether a channel's members are tracked. */
@@ -24,10 +24,19 @@ export function presenceIdentity (identity: unknown, connectionId: string): stri
  * the updates of one channel go out in order, one at a time.
  */
 export class Presence {
-  /** Per channel and identity, the connections here that have it: the store hears of the first and the last. */
-  private readonly local = new Map<string, Map<string, Set<object>>>()
-  /** Per channel, the update in flight: the next one waits for it, so the store sees them in order. */
+  /**
+   * Per channel and identity, the connections here that have it (one, or a set of several: most
+   * identities have one connection, and a set each would cost ~100 bytes per connection); the
+   * store hears of the first and the last.
+   */
+  private readonly local = new Map<string, Map<string, object | Set<object>>>()
+  /** Per channel, the last update sent or queued: the next one waits for it, so the store sees them in order. */
   private readonly queues = new Map<string, Promise<void>>()
+  /**
+   * Per channel, the changes gathered while an update is in flight: they go out together in the
+   * next one, so a thousand clients joining at once cost a few round trips, not a thousand.
+   */
+  private readonly batches = new Map<string, { changes: PresenceChange[], done: Promise<void> }>()
   private timer: NodeJS.Timeout | undefined
 
   constructor (
@@ -47,27 +56,33 @@ export class Presence {
       identities = new Map()
       this.local.set(channel, identities)
     }
-    let connections = identities.get(identity)
+    const connections = identities.get(identity)
     if (connections === undefined) {
-      connections = new Set()
-      identities.set(identity, connections)
-      this.send(channel, [identity], [])
+      identities.set(identity, connection)
+      this.send(channel, 'join', identity)
+    } else if (connections instanceof Set) {
+      connections.add(connection)
+    } else if (connections !== connection) {
+      identities.set(identity, new Set([connections, connection]))
     }
-    connections.add(connection)
-    // Another tab's update of this identity may be in flight: this one is there once it is done.
+    // This identity's join (or another tab's) may still be on its way: this one is there once it is done.
     await this.queues.get(channel)
   }
 
   /** Leaves only what `join` counted: a connection whose subscription failed was never present. */
   leave (channel: string, identity: string, connection: object): void {
     const identities = this.local.get(channel)
-    const connections = identities?.get(identity)
-    if (connections === undefined || !connections.delete(connection) || connections.size > 0) return
-    // connections came from identities, so it is there.
-    const rest = identities as Map<string, Set<object>>
-    rest.delete(identity)
-    if (rest.size === 0) this.local.delete(channel)
-    this.send(channel, [], [identity])
+    if (identities === undefined) return
+    const connections = identities.get(identity)
+    if (connections instanceof Set) {
+      connections.delete(connection)
+      if (connections.size === 1) identities.set(identity, [...connections][0])
+      return
+    }
+    if (connections !== connection) return
+    identities.delete(identity)
+    if (identities.size === 0) this.local.delete(channel)
+    this.send(channel, 'leave', identity)
   }
 
   async members (channel: string): Promise<unknown[]> {
@@ -89,18 +104,30 @@ export class Presence {
   }
 
   private refresh (): void {
-    for (const [channel, identities] of this.local) this.send(channel, [...identities.keys()], [])
+    for (const [channel, identities] of this.local) {
+      for (const identity of identities.keys()) this.send(channel, 'join', identity)
+    }
   }
 
-  private send (channel: string, joined: string[], left: string[]): void {
+  /** Adds a change to the channel's next update, which goes out once the one before it is done. */
+  private send (channel: string, kind: PresenceChange[0], identity: string): void {
+    const waiting = this.batches.get(channel)
+    if (waiting !== undefined) {
+      waiting.changes.push([kind, identity])
+      return
+    }
+    const changes: PresenceChange[] = [[kind, identity]]
     const previous = this.queues.get(channel) ?? Promise.resolve()
-    const next = previous.then(async () => {
-      await this.store.update(channel, joined, left, this.options.events(channel))
+    const done = previous.then(async () => {
+      // From here on, new changes wait for the next update.
+      this.batches.delete(channel)
+      await this.store.update(channel, changes, this.options.events(channel))
     }).catch((err: unknown) => {
       // Not fatal: a lost join comes back with the next refresh, a lost leave expires with the TTL.
       this.log.warn({ err, channel }, 'presence update failed')
     })
-    this.queues.set(channel, next)
-    void next.then(() => { if (this.queues.get(channel) === next) this.queues.delete(channel) })
+    this.batches.set(channel, { changes, done })
+    this.queues.set(channel, done)
+    void done.then(() => { if (this.queues.get(channel) === done) this.queues.delete(channel) })
   }
 }

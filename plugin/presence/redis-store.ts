@@ -3,7 +3,7 @@ import { BusUnavailableError } from '../errors.js'
 import { toBusError } from '../bus/redis.js'
 import { PRESENCE_SCRIPT, runScript, script } from '../bus/scripts.js'
 import { withTimeout } from '../timeout.js'
-import type { PresenceStore } from './store.js'
+import type { PresenceChange, PresenceStore } from './store.js'
 
 const PRESENCE = script(PRESENCE_SCRIPT)
 
@@ -25,21 +25,20 @@ export interface RedisPresenceOptions {
 export class RedisPresenceStore implements PresenceStore {
   constructor (private readonly options: RedisPresenceOptions) {}
 
-  async update (channel: string, joined: readonly string[], left: readonly string[], events: boolean): Promise<void> {
-    const changes = [...joined.flatMap((identity) => ['j', identity]), ...left.flatMap((identity) => ['l', identity])]
-    await this.run(channel, events, changes)
+  async update (channel: string, changes: readonly PresenceChange[], events: boolean): Promise<void> {
+    await this.run(channel, events, false, changes.flatMap(([kind, identity]) => [kind === 'join' ? 'j' : 'l', identity]))
   }
 
   async members (channel: string, events: boolean): Promise<string[]> {
-    return (await this.run(channel, events, [])).map((identity) => identity.toString())
+    return (await this.run(channel, events, true, [])).map((identity) => identity.toString())
   }
 
-  private async run (channel: string, events: boolean, changes: string[]): Promise<Buffer[]> {
+  private async run (channel: string, events: boolean, withMembers: boolean, changes: string[]): Promise<Buffer[]> {
     const { client, prefix, instance, ttl, commandTimeout } = this.options
     const now = Date.now()
     const reply = runScript(client, PRESENCE, [
       `${prefix}p:${channel}`, `${prefix}pc:${channel}`, `${prefix}c:${channel}`,
-      now, now + ttl, 2 * ttl, events ? '1' : '0', JSON.stringify(channel), instance, ...changes
+      now, now + ttl, 2 * ttl, events ? '1' : '0', JSON.stringify(channel), instance, withMembers ? '1' : '0', ...changes
     ])
     try {
       return await withTimeout(reply, commandTimeout, () =>

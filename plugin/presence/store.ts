@@ -9,10 +9,13 @@ export interface PresenceStore {
    * there: a refresh) and identities that left. Join and leave frames go to the channel when
    * `events` is set.
    */
-  update (channel: string, joined: readonly string[], left: readonly string[], events: boolean): Promise<void>
+  update (channel: string, changes: readonly PresenceChange[], events: boolean): Promise<void>
   /** The identities present on `channel`, each once, as JSON texts. */
   members (channel: string, events: boolean): Promise<string[]>
 }
+
+/** An identity that came to a channel on this instance (or is still there), or left it. */
+export type PresenceChange = ['join' | 'leave', string]
 
 /** `{"type":"join","channel":"c","identity":…}`, or leave: what subscribers get when an identity comes or goes. */
 export function presenceFrame (kind: 'join' | 'leave', channel: string, identity: string): string {
@@ -25,21 +28,18 @@ export class MemoryPresenceStore implements PresenceStore {
 
   constructor (private readonly announce: (channel: string, frame: string) => Promise<void>) {}
 
-  async update (channel: string, joined: readonly string[], left: readonly string[], events: boolean): Promise<void> {
+  async update (channel: string, changes: readonly PresenceChange[], events: boolean): Promise<void> {
     let members = this.channels.get(channel)
     if (members === undefined) {
       members = new Set()
       this.channels.set(channel, members)
     }
-    for (const identity of joined) {
-      if (members.has(identity)) continue
-      members.add(identity)
-      if (events) await this.announce(channel, presenceFrame('join', channel, identity))
-    }
-    // Presence sends a leave only for an identity it sent a join for.
-    for (const identity of left) {
-      members.delete(identity)
-      if (events) await this.announce(channel, presenceFrame('leave', channel, identity))
+    for (const [kind, identity] of changes) {
+      // A refresh of an identity already there changes nothing; Presence sends a leave only after a join.
+      if (kind === 'join' && members.has(identity)) continue
+      if (kind === 'join') members.add(identity)
+      else members.delete(identity)
+      if (events) await this.announce(channel, presenceFrame(kind, channel, identity))
     }
     if (members.size === 0) this.channels.delete(channel)
   }
