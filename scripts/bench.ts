@@ -121,6 +121,7 @@ async function main (): Promise<number> {
       redisUrl: redis.url,
       redisPid: redis.pid,
       clientsPerProcess: settings.clientsPerProcess,
+      serviceEnv: settings.serviceEnv,
       cores: machine.cores,
       progress,
       settle: settings.quick
@@ -154,7 +155,7 @@ async function main (): Promise<number> {
       packages: Object.fromEntries(['fastify', 'ws', 'ioredis', 'socket.io', 'socket.io-client', '@socket.io/redis-adapter']
         .map((name) => [name, versionOf(name)]))
     },
-    settings: { quick: settings.quick, rounds: settings.rounds, clientsPerProcess: settings.clientsPerProcess },
+    settings: { quick: settings.quick, rounds: settings.rounds, clientsPerProcess: settings.clientsPerProcess, serviceEnv: settings.serviceEnv },
     scenarios: settings.scenarios,
     targets: TARGETS,
     runs

@@ -18,6 +18,8 @@ export interface RunEnvironment {
   redisUrl: string
   redisPid: number
   clientsPerProcess: number
+  /** Our service's settings beyond its defaults. */
+  serviceEnv: Record<string, string>
   cores: number
   progress: Progress
   /** Pauses that let a fresh server settle: shorter in --quick runs. */
@@ -105,7 +107,7 @@ const mb = (bytes: number): number => bytes / 2 ** 20
 async function startServers (target: Target, count: number, env: RunEnvironment, servers: ServerHandle[]): Promise<void> {
   for (let i = 0; i < count; i++) {
     env.progress.update(`starting ${TARGETS[target].label}${count > 1 ? ` instance ${i + 1}/${count}` : ''}`, true)
-    servers.push(await startServer(target, env.redisUrl))
+    servers.push(await startServer(target, env.redisUrl, env.serviceEnv))
   }
 }
 

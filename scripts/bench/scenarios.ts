@@ -32,6 +32,8 @@ export interface Settings {
   clientsPerProcess: number
   output: string
   scenarios: Scenario[]
+  /** Settings of our service beyond its defaults (environment variables), from --history-size. */
+  serviceEnv: Record<string, string>
 }
 
 export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'rate-1k', 'rate-5k', 'two-instances', 'idle-10k', 'publish-http', 'publish-batch'] as const
@@ -55,6 +57,8 @@ export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/b
   --batch B               messages per request of publish-batch (default 200)
   --rounds R              times each server runs each scenario, interleaved A B A B (default 2)
   --clients-per-process K clients per load-generator process (default 2500)
+  --history-size N        messages our service keeps per channel (HISTORY_SIZE; default: the
+                          service's own, 100; 0 turns history and offsets off)
   --output FILE           where the JSON results go (default bench-results.json)
   --help`
 
@@ -72,6 +76,12 @@ function list (flag: string, value: string | undefined, allowed: readonly string
     if (!allowed.includes(item)) throw new Error(`--${flag}: unknown ${JSON.stringify(item)} (one of ${allowed.join(', ')})`)
   }
   return items
+}
+
+function historySize (value: string | undefined): Record<string, string> {
+  if (value === undefined) return {}
+  if (!/^\d+$/.test(value)) throw new Error(`--history-size must be a whole number, got ${JSON.stringify(value)}`)
+  return { HISTORY_SIZE: value }
 }
 
 export function parseSettings (argv: string[]): Settings | 'help' {
@@ -94,6 +104,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       rounds: { type: 'string' },
       'clients-per-process': { type: 'string' },
       output: { type: 'string' },
+      'history-size': { type: 'string' },
       help: { type: 'boolean', default: false }
     }
   })
@@ -210,6 +221,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
     rounds: int('rounds', quick ? 1 : 2),
     clientsPerProcess: int('clients-per-process', 2500),
     output: values.output ?? 'bench-results.json',
-    scenarios: chosen === undefined ? all : all.filter((scenario) => chosen.includes(scenario.name))
+    scenarios: chosen === undefined ? all : all.filter((scenario) => chosen.includes(scenario.name)),
+    serviceEnv: historySize(values['history-size'])
   }
 }

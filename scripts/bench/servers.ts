@@ -91,12 +91,14 @@ async function healthy (port: number): Promise<boolean> {
   })
 }
 
-export async function startServer (target: Target, redisUrl: string): Promise<ServerHandle> {
+/** `serviceEnv` is applied to our service only: the baselines have no such settings. */
+export async function startServer (target: Target, redisUrl: string, serviceEnv: Record<string, string> = {}): Promise<ServerHandle> {
   const port = await freePort()
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const name of SERVICE_VARIABLES) delete env[name]
   // Batches of a few hundred messages need more than the default 64 KiB body.
   Object.assign(env, { REDIS_URL: redisUrl, PORT: String(port), FASTIFY_LOG_LEVEL: 'warn', PUBLISH_BODY_LIMIT: String(4 * 2 ** 20) })
+  if (target === 'ours') Object.assign(env, serviceEnv)
   const child = spawn(process.execPath, command(target, port), { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] })
   const { tail } = track(child, target)
   const deadline = Date.now() + 20_000
