@@ -32,7 +32,7 @@ export interface Settings {
   clientsPerProcess: number
   output: string
   scenarios: Scenario[]
-  /** Settings of our service beyond its defaults (environment variables), from --history-size. */
+  /** Settings of our service beyond its defaults (environment variables), from --service-env. */
   serviceEnv: Record<string, string>
 }
 
@@ -57,8 +57,9 @@ export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/b
   --batch B               messages per request of publish-batch (default 200)
   --rounds R              times each server runs each scenario, interleaved A B A B (default 2)
   --clients-per-process K clients per load-generator process (default 2500)
-  --history-size N        messages our service keeps per channel (HISTORY_SIZE; default: the
-                          service's own, 100; 0 turns history and offsets off)
+  --service-env NAME=V    an environment variable of our service only (repeatable), e.g.
+                          HISTORY_SIZE=0 (no history, no offsets) or PRESENCE_CHANNELS=- (no
+                          presence); default: none, the service's own defaults
   --output FILE           where the JSON results go (default bench-results.json)
   --help`
 
@@ -78,10 +79,14 @@ function list (flag: string, value: string | undefined, allowed: readonly string
   return items
 }
 
-function historySize (value: string | undefined): Record<string, string> {
-  if (value === undefined) return {}
-  if (!/^\d+$/.test(value)) throw new Error(`--history-size must be a whole number, got ${JSON.stringify(value)}`)
-  return { HISTORY_SIZE: value }
+function serviceEnv (pairs: string[] | undefined): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const pair of pairs ?? []) {
+    const match = /^([A-Z_]+)=(.*)$/.exec(pair)
+    if (match === null) throw new Error(`--service-env takes NAME=value pairs, got ${JSON.stringify(pair)}`)
+    env[match[1]] = match[2]
+  }
+  return env
 }
 
 export function parseSettings (argv: string[]): Settings | 'help' {
@@ -104,7 +109,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       rounds: { type: 'string' },
       'clients-per-process': { type: 'string' },
       output: { type: 'string' },
-      'history-size': { type: 'string' },
+      'service-env': { type: 'string', multiple: true },
       help: { type: 'boolean', default: false }
     }
   })
@@ -222,6 +227,6 @@ export function parseSettings (argv: string[]): Settings | 'help' {
     clientsPerProcess: int('clients-per-process', 2500),
     output: values.output ?? 'bench-results.json',
     scenarios: chosen === undefined ? all : all.filter((scenario) => chosen.includes(scenario.name)),
-    serviceEnv: historySize(values['history-size'])
+    serviceEnv: serviceEnv(values['service-env'])
   }
 }
