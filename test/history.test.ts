@@ -224,3 +224,19 @@ t.test('on the memory bus, the history of a channel nobody publishes to any more
   await app.broadcast('new', { channel: 'active' })
   t.same(await (await fetch(`${url}/history/abandoned`)).json(), { channel: 'abandoned', epoch: null, offset: 0, messages: [] })
 })
+
+t.test('a batch Redis refuses midway publishes nothing, and the channels it touched start a new history', async (t) => {
+  const { app, connect } = await build(t, { redis: redis.url })
+  const client = await connect('?channels=steady')
+  await client.waitFor((f) => f.type === 'subscribed')
+  const before = await app.broadcast('before', { channel: 'steady' })
+  // A key of the wrong type where the second message's idempotency key goes.
+  await admin.lpush('frb:i:other|clash', 'not a string')
+  await t.rejects(app.broadcastMany([
+    { channel: 'steady', data: 'never' },
+    { channel: 'other', data: 'never', idempotencyKey: 'clash' }
+  ]), { code: 'FRB_BUS_REFUSED', message: /WRONGTYPE/ })
+  const after = await app.broadcast('after', { channel: 'steady' })
+  t.same([after.offset, after.epoch === before.epoch], [1, false], 'the next publish starts a new epoch, not a blocked channel')
+  t.same((await client.messages(2)).map((f) => [f.data, f.offset]), [['before', 1], ['after', 1]], 'nothing of the refused batch went out')
+})

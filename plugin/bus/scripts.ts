@@ -12,36 +12,42 @@ import type { Redis } from 'ioredis'
  * Returns two entries a message: "<offset> <epoch>" ('' without history), and 1 for a duplicate.
  */
 export const PUBLISH_SCRIPT = `
-local out = {}
+-- First every message is checked, numbered and stored; only then is anything published, so a
+-- command Redis refuses midway (memory, a key of the wrong type) publishes nothing.
+local out, outgoing, keys = {}, {}, {}
 -- Each channel's history is read once per call and written back once at the end: a batch of a
 -- channel's messages costs an XADD and a PUBLISH each.
 local histories, touched = {}, {}
-local function save ()
-  for _, meta in ipairs(touched) do
-    local h = histories[meta]
-    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top)
-    redis.call('PEXPIRE', meta, h.ttl)
-    redis.call('PEXPIRE', h.stream, h.ttl)
-  end
+local function refused (reply)
+  if type(reply) ~= 'table' or reply.err == nil then return false end
+  -- The streams may hold entries of this call that will never be published: their channels
+  -- start a new history (a new epoch) with their next publish.
+  for _, meta in ipairs(touched) do redis.call('DEL', meta, histories[meta].stream) end
+  return true
 end
 for i = 2, #ARGV, 9 do
   local channel, meta, stream, size, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local idem, window, head, tail = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
   local seen = false
-  if idem ~= '' then seen = redis.call('GET', idem) end
+  if idem ~= '' then
+    seen = keys[idem]
+    if seen == nil then
+      seen = redis.pcall('GET', idem)
+      if refused(seen) then return seen end
+    end
+  end
   if seen then
     out[#out + 1] = seen
     out[#out + 1] = 1
   else
-    local result = ''
-    if size == '0' then
-      redis.call('PUBLISH', channel, head .. tail)
-    else
+    local frame, result = head .. tail, ''
+    if size ~= '0' then
       local h = histories[meta]
       if not h then
-        local state = redis.call('HMGET', meta, 'epoch', 'top')
+        local state = redis.pcall('HMGET', meta, 'epoch', 'top')
+        if refused(state) then return state end
         h = { stream = stream, ttl = ttl }
-        if state[1] and redis.call('EXISTS', stream) == 1 then
+        if state[1] and state[2] and redis.call('EXISTS', stream) == 1 then
           h.epoch, h.top = state[1], tonumber(state[2])
         else
           -- Half a history (the hash or the stream lost alone) is no history: start a new one.
@@ -53,23 +59,30 @@ for i = 2, #ARGV, 9 do
         touched[#touched + 1] = meta
       end
       local offset = h.top + 1
-      local frame = head .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. tail
-      -- Stored before it is published; if Redis refuses it (memory), what went before is recorded.
+      frame = head .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. tail
       local added = redis.pcall('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
-      if type(added) == 'table' and added.err then
-        save()
-        return added
-      end
+      if refused(added) then return added end
       h.top = offset
-      redis.call('PUBLISH', channel, frame)
       result = offset .. ' ' .. h.epoch
     end
-    if idem ~= '' then redis.call('SET', idem, result, 'PX', window) end
+    if idem ~= '' then keys[idem] = result end
+    outgoing[#outgoing + 1] = { channel, frame, idem, window, result }
     out[#out + 1] = result
     out[#out + 1] = 0
   end
 end
-save()
+for _, message in ipairs(outgoing) do
+  -- Refused here (an ACL on the channel), the messages before it are out, but none after it.
+  local sent = redis.pcall('PUBLISH', message[1], message[2])
+  if refused(sent) then return sent end
+  if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
+end
+for _, meta in ipairs(touched) do
+  local h = histories[meta]
+  redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top)
+  redis.call('PEXPIRE', meta, h.ttl)
+  redis.call('PEXPIRE', h.stream, h.ttl)
+end
 return out
 `
 
