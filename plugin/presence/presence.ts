@@ -105,6 +105,9 @@ export class Presence {
 
   private refresh (): void {
     for (const [channel, identities] of this.local) {
+      // An update still waiting to go out (Redis is slow) refreshes the channel when it goes; the
+      // same identities added again at every tick would only make it longer.
+      if (this.batches.has(channel)) continue
       for (const identity of identities.keys()) this.send(channel, 'join', identity)
     }
   }
