@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import type { WebSocket } from 'ws'
 import type { Hub } from './hub.js'
 import { textFrame } from './websocket-frame.js'
-import { readPosition } from './history/sequence.js'
+import type { Position } from './history/sequence.js'
 
 const OPEN = 1
 /** Tells this process's connection ids from other instances'. */
@@ -12,10 +12,16 @@ let connectionsNamed = 0
 /** The queue of a connection with nothing to do: one resolved promise shared by all. */
 const SETTLED = Promise.resolve()
 
+/** A live message of a channel with history, and its position (undefined for gap and presence frames). */
+export interface LiveMessage {
+  payload: Buffer
+  position: Position | undefined
+}
+
 /** How far a channel being joined is: its live messages are held, then compared with the replay. */
 export interface ChannelSync {
   /** Live messages that arrived while the history was read; undefined once the replay is queued. */
-  held: Buffer[] | undefined
+  held: LiveMessage[] | undefined
   /** The history the replay came from, and its last offset. */
   epoch: string | undefined
   top: number
@@ -140,18 +146,19 @@ export class Connection {
     sync.held = undefined
     sync.epoch = epoch
     sync.top = top
-    for (const payload of held) this.offerSyncing(channel, sync, payload)
+    for (const message of held) this.offerSyncing(channel, sync, message)
     // `passed`: this instance has delivered past `top` already, so nothing up to it comes again.
     if (passed) this.stopSync(channel)
   }
 
   /** A live message of a channel being joined: held, skipped as replayed, or queued. */
-  offerSyncing (channel: string, sync: ChannelSync, payload: Buffer, frame?: Buffer[]): boolean {
+  offerSyncing (channel: string, sync: ChannelSync, message: LiveMessage, frame?: Buffer[]): boolean {
     if (sync.held !== undefined) {
-      sync.held.push(payload)
+      sync.held.push(message)
       return false
     }
-    const position = readPosition(payload, channel)
+    // The position was read once per message, before the fan-out, not here per socket.
+    const { payload, position } = message
     // Gap frames and presence events carry no offset: they are never part of a replay.
     if (position === undefined) return this.enqueue(payload, frame)
     if (position.epoch === sync.epoch && position.offset <= sync.top) return false

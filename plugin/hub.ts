@@ -66,7 +66,7 @@ export class Hub {
     private readonly stats: BroadcastStats
   ) {
     this.liveOrder = new LiveOrder({
-      deliver: (channel, frame) => { this.deliver(channel, frame) },
+      deliver: (channel, frame, position) => { this.deliver(channel, frame, position) },
       fetch: async (channel, since, limit) => await this.bus.readHistory(channel, { since, limit }),
       reportGap: (channel) => { this.deliver(channel, Buffer.from(gapFrame(channel))) }
     }, policy.maxReplay, stats, log)
@@ -192,7 +192,7 @@ export class Hub {
    * Queues one message, already encoded by its publisher, for every open listener. Its frame
    * is built here once and the same bytes go to every socket.
    */
-  deliver (channel: string | null, payload: Buffer): number {
+  deliver (channel: string | null, payload: Buffer, position?: Position): number {
     const targets = channel === null ? this.connections : this.listeners.get(channel)
     if (targets === undefined || targets.size === 0) return 0
     const frame = textFrame(payload)
@@ -202,7 +202,7 @@ export class Hub {
         const sync = channel === null ? undefined : connection.syncing?.get(channel)
         const queued = sync === undefined
           ? connection.enqueue(payload, frame)
-          : connection.offerSyncing(channel as string, sync, payload, frame)
+          : connection.offerSyncing(channel as string, sync, { payload, position }, frame)
         if (queued) delivered++
       } catch (err) {
         this.dropBroken(connection, err)

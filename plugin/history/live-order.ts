@@ -4,8 +4,8 @@ import type { BroadcastStats } from '../stats.js'
 import { readPosition, type Position } from './sequence.js'
 
 export interface LiveOrderHooks {
-  /** Hands one message, in offset order, to the channel's sockets. */
-  deliver: (channel: string, frame: Buffer) => void
+  /** Hands one message, in offset order, to the channel's sockets, with its position (read once here). */
+  deliver: (channel: string, frame: Buffer, position: Position | undefined) => void
   /** Reads up to `limit` messages after `since` from the channel's history. */
   fetch: (channel: string, since: number, limit: number) => Promise<HistoryPage | undefined>
   /** Tells the channel's sockets that messages were lost here and they should resume. */
@@ -43,7 +43,7 @@ export class LiveOrder {
     const position = readPosition(frame, channel)
     if (position === undefined) {
       // Not kept in history (presence events, channels without history): nothing to order.
-      this.hooks.deliver(channel, frame)
+      this.hooks.deliver(channel, frame, undefined)
       return
     }
     const state = this.channels.get(channel)
@@ -90,10 +90,10 @@ export class LiveOrder {
     if (state === undefined || state.epoch !== epoch) {
       // The first message here, or the history was lost and started again: no predecessor to wait for.
       this.channels.set(channel, { epoch, last: offset, held: undefined, catchUpAfter: false })
-      this.hooks.deliver(channel, frame)
+      this.hooks.deliver(channel, frame, { offset, epoch })
     } else if (offset === state.last + 1) {
       state.last = offset
-      this.hooks.deliver(channel, frame)
+      this.hooks.deliver(channel, frame, { offset, epoch })
     } else if (offset > state.last) {
       state.held = [frame]
       void this.repair(channel, state, offset - 1)
@@ -120,7 +120,7 @@ export class LiveOrder {
     if (upTo === undefined && page === undefined && !failed) {
       // Catching up on a channel whose history is gone: nothing was published since it expired.
     } else if (page !== undefined && page.epoch === state.epoch && isRun(page, after, upTo ?? page.offset)) {
-      for (const message of page.messages) this.hooks.deliver(channel, message.frame)
+      for (const message of page.messages) this.hooks.deliver(channel, message.frame, { offset: message.offset, epoch: page.epoch })
       state.last = upTo ?? page.offset
       if (state.last > after) {
         this.stats.gapsRepaired++
