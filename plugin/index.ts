@@ -23,7 +23,7 @@ import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { startHeartbeat } from './heartbeat.js'
 import { BEARER_PROTOCOL, createAuthenticator } from './security/connect-auth.js'
 import { createPublishGuard } from './security/publish-auth.js'
-import { createSubscribeCheck } from './security/subscribe-check.js'
+import { createReadGuard, createSubscribeCheck } from './security/subscribe-check.js'
 import { MemoryBus } from './bus/memory.js'
 import { reconnectDelay, RedisBus } from './bus/redis.js'
 import websocketRoute, { handleSocketError } from '../routes/websocket.js'
@@ -232,6 +232,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
 
   const authenticator = createAuthenticator(jwt, options.authorize)
   const mayRead = createSubscribeCheck(authenticator, options.canSubscribe)
+  const readGuard = createReadGuard(authenticator, mayRead)
   if (options.websocketPath !== false) {
     await fastify.register(websocketRoute, {
       path: options.websocketPath,
@@ -263,10 +264,10 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     })
   }
   if (options.historyPath !== false) {
-    await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, authenticator, mayRead })
+    await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, guard: readGuard })
   }
   if (options.presencePath !== false) {
-    await fastify.register(presenceRoute, { path: options.presencePath, presence, authenticator, mayRead })
+    await fastify.register(presenceRoute, { path: options.presencePath, presence, guard: readGuard })
   }
   if (options.healthPath !== false) {
     await fastify.register(healthRoute, { path: options.healthPath, bus })

@@ -4,9 +4,8 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import { ChannelName } from '../plugin/channel.js'
 import type { Bus } from '../plugin/bus/bus.js'
 import type { HistorySettings } from '../plugin/history/settings.js'
-import type { Authenticator } from '../plugin/security/connect-auth.js'
-import type { SubscribeCheck } from '../plugin/security/subscribe-check.js'
-import { ChannelForbiddenError, HistoryUnavailableError } from '../plugin/errors.js'
+import type { ReadGuard } from '../plugin/security/subscribe-check.js'
+import { HistoryUnavailableError } from '../plugin/errors.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
 export const MAX_HISTORY_LIMIT = 1000
@@ -24,23 +23,22 @@ interface HistoryRouteOptions {
   path: string
   bus: Bus
   historyOf: (channel: string) => HistorySettings
-  authenticator: Authenticator
-  mayRead: SubscribeCheck
+  /** Same auth as subscribing. */
+  guard: ReadGuard
 }
 
 /**
  * GET <path>/:channel: the messages a channel's history holds after `since`, as the frames
  * subscribers received, with the history's epoch and latest offset. Same auth as subscribing.
  */
-const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, authenticator, mayRead }) => {
+const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, guard }) => {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
     schema: { params: Type.Object({ channel: ChannelName }), querystring: HistoryQuerystring }
   }, async (request, reply) => {
     const { channel } = request.params
-    const auth = await authenticator.authenticate(request)
-    if (!await mayRead(auth?.identity, auth?.channels, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+    await guard(request, channel)
     if (historyOf(channel).size === 0) throw new HistoryUnavailableError(JSON.stringify(channel))
     const { since = '0', limit = '100', reverse } = request.query
     const page = await bus.readHistory(channel, {

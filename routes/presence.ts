@@ -3,9 +3,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelName } from '../plugin/channel.js'
 import type { Presence } from '../plugin/presence/presence.js'
-import type { Authenticator } from '../plugin/security/connect-auth.js'
-import type { SubscribeCheck } from '../plugin/security/subscribe-check.js'
-import { ChannelForbiddenError, PresenceUnavailableError } from '../plugin/errors.js'
+import type { ReadGuard } from '../plugin/security/subscribe-check.js'
+import { PresenceUnavailableError } from '../plugin/errors.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
 export const PresenceReply = Type.Object({
@@ -19,12 +18,12 @@ export const PresenceReply = Type.Object({
 interface PresenceRouteOptions {
   path: string
   presence: Presence
-  authenticator: Authenticator
-  mayRead: SubscribeCheck
+  /** Same auth as subscribing. */
+  guard: ReadGuard
 }
 
 /** GET <path>/:channel: who is subscribed to a channel, on every instance. Same auth as subscribing. */
-const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance, { path, presence, authenticator, mayRead }) => {
+const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance, { path, presence, guard }) => {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
@@ -35,8 +34,7 @@ const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance,
     }
   }, async (request) => {
     const { channel } = request.params
-    const auth = await authenticator.authenticate(request)
-    if (!await mayRead(auth?.identity, auth?.channels, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+    await guard(request, channel)
     if (!presence.tracks(channel)) throw new PresenceUnavailableError(JSON.stringify(channel))
     const members = await presence.members(channel) as Array<string | number>
     return { channel, count: members.length, members }
