@@ -240,3 +240,10 @@ t.test('a batch Redis refuses midway publishes nothing, and the channels it touc
   t.same([after.offset, after.epoch === before.epoch], [1, false], 'the next publish starts a new epoch, not a blocked channel')
   t.same((await client.messages(2)).map((f) => [f.data, f.offset]), [['before', 1], ['after', 1]], 'nothing of the refused batch went out')
 })
+
+t.test('GET /history returns at most 1000 messages, whatever limit asks', async (t) => {
+  const { app, url } = await build(t, { redis: redis.url, history: { rules: [{ channels: 'long', size: 2000, ttl: 60000 }] } })
+  for (let n = 0; n < 1200; n += 600) await app.broadcastMany(range(n + 1, n + 600).map((data) => ({ channel: 'long', data })))
+  const body = await (await fetch(`${url}/history/long?limit=9999`)).json() as HistoryBody
+  t.same([body.offset, offsets(body.messages)], [1200, range(1, 1000)])
+})

@@ -58,6 +58,11 @@ t.test('each route path is configurable and each route can be left out', async (
   t.same(plain(await client.messages(1)), [{ type: 'message', channel: 'x', data: 1 }])
   t.equal((await refusedUpgrade(wsUrl(url))).status, 404)
 
+  const { app: reads } = await build(t, { historyPath: '/api/history', presencePath: false })
+  t.ok(reads.hasRoute({ method: 'GET', url: '/api/history/:channel' }))
+  t.notOk(reads.hasRoute({ method: 'GET', url: '/history/:channel' }))
+  t.notOk(reads.hasRoute({ method: 'GET', url: '/presence/:channel' }))
+
   const { app: bare } = await build(t, { websocketPath: false, publishPath: false })
   t.notOk(bare.hasRoute({ method: 'GET', url: '/ws' }))
   t.notOk(bare.hasRoute({ method: 'POST', url: '/publish' }))
