@@ -78,6 +78,9 @@ t.test('resume is refused whole, never partial, when the history cannot give eve
   t.same(await resume(client, 'deleted', 2, before), { type: 'subscribed', channel: 'deleted', recovered: false },
     'the stream was deleted: recovered false, and no position until the next publish')
   const [{ epoch: after }] = await publishMany('deleted', 1)
+  // The client is subscribed since the resume above: let the message arrive before resuming again,
+  // or it may fall in that resume's window and (offset ≤ the reply's) be left to the reload.
+  await client.waitFor((f) => f.type === 'message' && f.channel === 'deleted')
   t.same(await resume(client, 'deleted', 2, before), { type: 'subscribed', channel: 'deleted', recovered: false, epoch: after, offset: 1 },
     'after the next publish: a new epoch, so the old offset cannot be mistaken for a new one')
   await sleep(100)
