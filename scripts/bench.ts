@@ -1,8 +1,10 @@
 // `npm run bench`: the fan-out benchmark. Starts a private redis-server, then for every scenario and
-// round runs our service and each baseline in turn (A B C D A B C D …), each server and each load
-// generator a process of its own, and prints a Markdown table; JSON results go to a file.
+// round runs our service (and other builds of it, --compare-dist) and each baseline in turn
+// (A B C D A B C D …), each server and each load generator a process of its own, and prints a
+// Markdown table; JSON results go to a file.
 // scripts/README.md and BENCHMARKS.md describe it.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Progress } from './bench/progress.js'
 import { ephemeralPorts, machineInfo, openFileLimit } from './bench/proc.js'
@@ -12,22 +14,35 @@ import { problemsReport, markdownReport } from './bench/report.js'
 import type { RunResult } from './bench/results.js'
 import { runFanout, runIdle, runPublish, type RunEnvironment } from './bench/run.js'
 import { parseSettings, USAGE, type Scenario, type Settings } from './bench/scenarios.js'
-import { TARGETS, type Target } from './bench/servers.js'
+import { buildProblem, isOurs, targetInfo, TARGETS, type Target } from './bench/servers.js'
 
 const rootDir = fileURLToPath(new URL('../../', import.meta.url))
 
-function versionOf (name: string): string {
+function versionOf (name: string, root = rootDir): string {
   try {
-    return (JSON.parse(readFileSync(`${rootDir}node_modules/${name}/package.json`, 'utf8')) as { version: string }).version
+    return (JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version
   } catch {
     return 'unknown'
   }
+}
+
+/** The installed version of every runtime dependency of the service in `root`. */
+function servicePackages (root: string): Record<string, string> {
+  let dependencies: Record<string, string> = {}
+  try {
+    dependencies = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { dependencies?: Record<string, string> }).dependencies ?? {}
+  } catch {}
+  return Object.fromEntries(Object.keys(dependencies).sort().map((name) => [name, versionOf(name, root)]))
 }
 
 /** Refuses to start what the machine cannot hold, with the way out. */
 function preflight (settings: Settings): void {
   if (!existsSync('/proc/self/stat')) throw new Error('the benchmark reads /proc: it runs on Linux only')
   if (!existsSync(`${rootDir}dist/app.js`)) throw new Error('dist/app.js is missing: run `npm run build` first (`npm run bench` does)')
+  for (const build of settings.builds) {
+    const problem = buildProblem(build)
+    if (problem !== undefined) throw new Error(problem)
+  }
   redisVersion()
   const limit = openFileLimit()
   let needed = 0
@@ -61,19 +76,27 @@ interface PlannedRun {
   round: number
 }
 
-/** Every round runs every server once, ours first: A B C D, A B C D … */
+/**
+ * Every round runs every server once, ours first: A B C D, A B C D … Other builds of ours
+ * (--compare-dist) take turns with it at going first (A A' C D, A' A C D …): a run can gain or
+ * lose from its place in the round (what ran just before it, Redis's state), and a comparison of
+ * two builds to within a few percent must not lean on that.
+ */
 function plan (settings: Settings): PlannedRun[] {
   const runs: PlannedRun[] = []
   for (const scenario of settings.scenarios) {
+    const ours = scenario.targets.filter(isOurs)
+    const others = scenario.targets.filter((target) => !isOurs(target))
     for (let round = 1; round <= settings.rounds; round++) {
-      for (const target of scenario.targets) runs.push({ scenario, target, round })
+      const first = ours.length === 0 ? 0 : (round - 1) % ours.length
+      for (const target of [...ours.slice(first), ...ours.slice(0, first), ...others]) runs.push({ scenario, target, round })
     }
   }
   return runs
 }
 
 function summaryLine (run: RunResult): string {
-  const head = `${run.scenario} · ${TARGETS[run.target].label} · round ${run.round}:`
+  const head = `${run.scenario} · ${targetInfo(run.target).label} · round ${run.round}:`
   switch (run.kind) {
     case 'fanout':
       return `${head} ${Math.round(run.deliveriesPerSecond).toLocaleString('en-US')} deliveries/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
@@ -108,11 +131,22 @@ async function main (): Promise<number> {
     return 2
   }
   const planned = plan(settings)
-  installCleanup(settings.quick ? 5 * 60_000 : 45 * 60_000)
+  // A long plan (many rounds, other builds of ours) gets 40 s per run rather than being cut off.
+  installCleanup(settings.quick ? 5 * 60_000 : Math.max(45 * 60_000, planned.length * 40_000))
   const machine = machineInfo()
   const progress = new Progress(planned.length)
   progress.log(`bench: ${planned.length} runs on ${machine.cores} cores (${machine.cpuModel}), node ${machine.node}` +
     `${machine.cores <= 2 ? ' — the load generators share these cores with the server under test' : ''}`)
+  // The builds are meant to differ in their code only: other packages would be measured too.
+  const packages = servicePackages(rootDir)
+  const builds = settings.builds.map((build) => ({ ...targetInfo(build.target), root: build.root, packages: servicePackages(build.root) }))
+  for (const build of builds) {
+    const differ = Object.keys({ ...packages, ...build.packages }).filter((name) => packages[name] !== build.packages[name])
+    if (differ.length > 0) {
+      progress.log(`bench: ⚠ ${build.label} (${build.root}) has other packages than ours: ` +
+        differ.map((name) => `${name} ${build.packages[name] ?? 'none'} vs ${packages[name] ?? 'none'}`).join(', '))
+    }
+  }
   const startedAt = new Date()
   const redis = await startRedis()
   const runs: RunResult[] = []
@@ -122,6 +156,7 @@ async function main (): Promise<number> {
       redisPid: redis.pid,
       clientsPerProcess: settings.clientsPerProcess,
       serviceEnv: settings.serviceEnv,
+      builds: settings.builds,
       cores: machine.cores,
       progress,
       settle: settings.quick
@@ -129,7 +164,7 @@ async function main (): Promise<number> {
         : { beforeLoadMs: 500, idleBeforeMs: 1000, idleAfterMs: 2000 }
     }
     for (const [index, { scenario, target, round }] of planned.entries()) {
-      progress.run(index + 1, `${scenario.name} · ${TARGETS[target].label} · round ${round}/${settings.rounds}`)
+      progress.run(index + 1, `${scenario.name} · ${targetInfo(target).label} · round ${round}/${settings.rounds}`)
       let result: RunResult
       try {
         if (scenario.kind === 'fanout') result = await runFanout(scenario, target, round, env)
@@ -157,7 +192,9 @@ async function main (): Promise<number> {
     },
     settings: { quick: settings.quick, rounds: settings.rounds, clientsPerProcess: settings.clientsPerProcess, serviceEnv: settings.serviceEnv },
     scenarios: settings.scenarios,
-    targets: TARGETS,
+    targets: settings.builds.length === 0
+      ? TARGETS
+      : { ...TARGETS, ours: { ...TARGETS.ours, root: rootDir, packages }, ...Object.fromEntries(builds.map((build) => [build.label, build])) },
     runs
   }
   writeFileSync(settings.output, `${JSON.stringify(results, null, 2)}\n`)

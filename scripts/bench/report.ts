@@ -1,8 +1,9 @@
 // The Markdown report: a table per kind of scenario (the median of the rounds of each server),
-// the ratios of ours to every baseline, and every problem, loudly.
+// the ratios of ours to every baseline (and, round by round, to its other builds), and every
+// problem, loudly.
 import { median, problemsOf, runsOf, type FanoutResult, type PublishResult, type RunResult, type Utilisation } from './results.js'
 import type { Scenario } from './scenarios.js'
-import { TARGETS, type Target } from './servers.js'
+import { isOtherBuild, targetInfo, type Target } from './servers.js'
 
 function number (value: number, digits = 0): string {
   if (!Number.isFinite(value)) return '–'
@@ -20,7 +21,7 @@ function ratio (ours: number, theirs: number): string {
 }
 
 function label (target: Target): string {
-  return TARGETS[target].label
+  return targetInfo(target).label
 }
 
 function table (header: string[], rows: string[][]): string {
@@ -147,18 +148,75 @@ function publishSection (scenarios: Scenario[], runs: RunResult[], cores: number
       'saturated (cores busy)'], rows), ''].join('\n')
 }
 
+/** The figures a run is compared on, by name; none for a failed run. */
+function figuresOf (run: RunResult): Record<string, number> {
+  switch (run.kind) {
+    case 'fanout':
+      return {
+        'deliveries/s': run.deliveriesPerSecond,
+        'server CPU per delivery': run.cpuPerMillion.user + run.cpuPerMillion.system,
+        'p50 latency': run.latencyMs.p50,
+        'p99 latency': run.latencyMs.p99
+      }
+    case 'idle':
+      return { 'RSS per connection': run.bytesPerConnection, 'connects/s': run.connectionsPerSecond, 'server CPU per connect': run.cpuMsPerConnection }
+    case 'publish':
+      return {
+        'requests/s': run.requestsPerSecond,
+        'server CPU per request': run.cpuPerMillion.user + run.cpuPerMillion.system,
+        'p99 latency': run.latencyMs.p99
+      }
+    case 'failed':
+      return {}
+  }
+}
+
+/**
+ * Ours ÷ each other build of ours (--compare-dist), round by round: the two ran back to back in
+ * the same round, so a round's ratio leaves out most of what drifts between rounds (other load on
+ * the machine, Redis's state), and the spread of the rounds says how far a difference of a few
+ * percent can be trusted, which the ratio of two medians does not.
+ */
+function buildsSection (scenarios: Scenario[], runs: RunResult[]): string {
+  const rows: string[][] = []
+  for (const scenario of scenarios) {
+    const ours = runs.filter((run) => run.scenario === scenario.name && run.target === 'ours' && run.kind !== 'failed')
+    for (const target of scenario.targets.filter(isOtherBuild)) {
+      const pairs = ours.flatMap((run) => {
+        const theirs = runs.find((other) => other.scenario === scenario.name && other.target === target && other.round === run.round)
+        return theirs === undefined || theirs.kind === 'failed' ? [] : [[figuresOf(run), figuresOf(theirs)] as const]
+      })
+      if (pairs.length === 0) continue
+      for (const figure of Object.keys(pairs[0]?.[0] ?? {})) {
+        const ratios = pairs.map(([a, b]) => (a[figure] as number) / (b[figure] as number)).filter((value) => Number.isFinite(value))
+        const times = (value: number): string => Number.isFinite(value) ? `×${number(value, 3)}` : '–'
+        rows.push([scenario.name, label(target), figure, times(median(ratios)),
+          `${times(Math.min(...ratios))} – ${times(Math.max(...ratios))}`, number(ratios.length)])
+      }
+    }
+  }
+  if (rows.length === 0) return ''
+  return ['### Ours ÷ its other builds, round by round', '',
+    'Each round\'s ours (this checkout) ÷ the other build in the same round. Deliveries, requests and connects per second: ' +
+      'above ×1 is ours faster; CPU, latency and memory: below ×1 is ours using less.', '',
+    table(['scenario', 'ours ÷', 'figure', 'median of the rounds', 'lowest – highest', 'rounds'], rows), ''].join('\n')
+}
+
 export function problemsReport (runs: RunResult[]): string[] {
   return runs.flatMap((run) => problemsOf(run).map((problem) => `${run.scenario} · ${label(run.target)} · round ${run.round}: ${problem}`))
 }
 
 export function markdownReport (scenarios: Scenario[], runs: RunResult[], cores: number): string {
   const problems = problemsReport(runs)
+  const builds = scenarios.some((scenario) => scenario.targets.some(isOtherBuild))
   return [
     fanoutSection(scenarios.filter((s) => s.kind === 'fanout'), runs, cores),
     idleSection(scenarios, runs),
     publishSection(scenarios, runs, cores),
-    `Medians of every round; runs were interleaved (ours, then each baseline, then ours again …). ` +
-      `"saturated" names each process at ≥ 90 % of one core (srv: busiest server instance, cli: busiest load-client process, ` +
+    buildsSection(scenarios, runs),
+    'Medians of every round; runs were interleaved (ours, then each baseline, then ours again …' +
+      `${builds ? '; ours and its other builds took turns at going first' : ''}). ` +
+      '"saturated" names each process at ≥ 90 % of one core (srv: busiest server instance, cli: busiest load-client process, ' +
       `pub: publisher) and "machine" when all ${cores} cores were ≥ 90 % busy. ` +
       (cores <= 2
         ? `This machine has ${cores} cores: the load generators run on the same cores as the server under test and compete with it, ` +

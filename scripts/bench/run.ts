@@ -8,7 +8,7 @@ import type {
 import type { Progress } from './progress.js'
 import type { FanoutResult, IdleResult, PublishResult, Utilisation } from './results.js'
 import type { Scenario } from './scenarios.js'
-import { startServer, TARGETS, type ServerHandle, type Target } from './servers.js'
+import { startServer, targetInfo, type ServerHandle, type ServiceBuild, type Target } from './servers.js'
 import { Worker } from './workers.js'
 
 type ClientWorker = Worker<ToClients, FromClients>
@@ -20,6 +20,8 @@ export interface RunEnvironment {
   clientsPerProcess: number
   /** Our service's settings beyond its defaults. */
   serviceEnv: Record<string, string>
+  /** Where the other builds of our service are (--compare-dist). */
+  builds: ServiceBuild[]
   cores: number
   progress: Progress
   /** Pauses that let a fresh server settle: shorter in --quick runs. */
@@ -106,8 +108,8 @@ const mb = (bytes: number): number => bytes / 2 ** 20
 
 async function startServers (target: Target, count: number, env: RunEnvironment, servers: ServerHandle[]): Promise<void> {
   for (let i = 0; i < count; i++) {
-    env.progress.update(`starting ${TARGETS[target].label}${count > 1 ? ` instance ${i + 1}/${count}` : ''}`, true)
-    servers.push(await startServer(target, env.redisUrl, env.serviceEnv))
+    env.progress.update(`starting ${targetInfo(target).label}${count > 1 ? ` instance ${i + 1}/${count}` : ''}`, true)
+    servers.push(await startServer(target, env.redisUrl, env.serviceEnv, env.builds))
   }
 }
 
@@ -124,7 +126,7 @@ async function connectClients (
   const started = performance.now()
   workers.forEach((worker, i) => {
     const config: ClientConfig = {
-      kind: TARGETS[target].clientKind,
+      kind: targetInfo(target).clientKind,
       urls: servers.map((server) => server.connectUrl),
       count: Math.floor(scenario.clients / workers.length) + (i < scenario.clients % workers.length ? 1 : 0),
       messages: scenario.messages,

@@ -1,6 +1,7 @@
 // The scenarios of the benchmark and the command-line flags that scale them.
+import { basename, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import type { Target } from './servers.js'
+import type { OtherBuild, ServiceBuild, Target } from './servers.js'
 
 export type ScenarioKind = 'fanout' | 'idle' | 'publish'
 
@@ -8,7 +9,10 @@ export interface Scenario {
   name: string
   kind: ScenarioKind
   description: string
-  /** Interleaved in this order within each round: ours first, then the baselines. */
+  /**
+   * Interleaved in this order within each round: ours first (then its other builds, which take
+   * turns with it at going first: plan() in bench.ts), then the baselines.
+   */
   targets: Target[]
   /** WebSocket clients, over all instances. */
   clients: number
@@ -34,6 +38,8 @@ export interface Settings {
   scenarios: Scenario[]
   /** Settings of our service beyond its defaults (environment variables), from --service-env. */
   serviceEnv: Record<string, string>
+  /** Other builds of our service, run beside it in every scenario that runs it (--compare-dist). */
+  builds: ServiceBuild[]
 }
 
 export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'rate-1k', 'rate-5k', 'two-instances', 'idle-10k', 'publish-http', 'publish-batch'] as const
@@ -60,6 +66,12 @@ export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/b
   --service-env NAME=V    an environment variable of our service only (repeatable), e.g.
                           HISTORY_SIZE=0 (no history, no offsets) or PRESENCE_CHANNELS=- (no
                           presence); default: none, the service's own defaults
+  --compare-dist [NAME=]DIR
+                          also run our service from another build (repeatable): DIR is a project
+                          root with dist/app.js and node_modules, built beforehand; it runs as
+                          ours@NAME (NAME: DIR's last segment by default) beside ours in every
+                          round, the builds taking turns at going first (use an even --rounds),
+                          with the --service-env settings too; the report adds ours ÷ it per round
   --output FILE           where the JSON results go (default bench-results.json)
   --help`
 
@@ -89,6 +101,24 @@ function serviceEnv (pairs: string[] | undefined): Record<string, string> {
   return env
 }
 
+/** `--compare-dist [NAME=]DIR`: each a build of ours named `ours@NAME`. */
+function otherBuilds (specs: string[] | undefined): ServiceBuild[] {
+  const builds: ServiceBuild[] = []
+  for (const spec of specs ?? []) {
+    const named = /^([A-Za-z0-9._-]+)=(.+)$/.exec(spec)
+    const root = resolve(named?.[2] ?? spec)
+    const name = named?.[1] ?? basename(root)
+    if (name === '') throw new Error(`--compare-dist: name the build of ${JSON.stringify(spec)}: --compare-dist NAME=DIR`)
+    const target: OtherBuild = `ours@${name}`
+    // Two builds under one name would be summed up as one in the report.
+    if (builds.some((build) => build.target === target)) {
+      throw new Error(`--compare-dist: two builds would be called ${target}: name them, --compare-dist NAME=DIR`)
+    }
+    builds.push({ target, root })
+  }
+  return builds
+}
+
 export function parseSettings (argv: string[]): Settings | 'help' {
   const { values } = parseArgs({
     args: argv,
@@ -110,6 +140,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       'clients-per-process': { type: 'string' },
       output: { type: 'string' },
       'service-env': { type: 'string', multiple: true },
+      'compare-dist': { type: 'string', multiple: true },
       help: { type: 'boolean', default: false }
     }
   })
@@ -125,7 +156,15 @@ export function parseSettings (argv: string[]): Settings | 'help' {
   const loadMs = positive('duration', values.duration, quick ? 1.5 : 5) * 1000
   // Always in the canonical order, ours first, whatever order --targets names them in.
   const chosenTargets = list('targets', values.targets, FANOUT_TARGETS)
-  const targets = FANOUT_TARGETS.filter((target) => chosenTargets?.includes(target) ?? true)
+  const builds = otherBuilds(values['compare-dist'])
+  // They are compared with ours, round by round: without it they would be measured for nothing.
+  if (builds.length > 0 && chosenTargets !== undefined && !chosenTargets.includes('ours')) {
+    throw new Error('--compare-dist runs other builds beside ours: keep ours in --targets')
+  }
+  // The other builds of ours go right after it, wherever it runs.
+  const withBuilds = (names: Target[]): Target[] =>
+    names.flatMap((target) => target === 'ours' ? [target, ...builds.map((build) => build.target)] : [target])
+  const targets = withBuilds(FANOUT_TARGETS.filter((target) => chosenTargets?.includes(target) ?? true))
 
   const burst = (name: string, clients: number, instances: number, messages: number): Scenario => ({
     name,
@@ -192,7 +231,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       name: 'publish-http',
       kind: 'publish',
       description: `POST /publish alone: ${concurrency} concurrent requests over keep-alive for ${loadMs / 1000} s, ${size} B data, no subscribers`,
-      targets: ['ours', 'bare-fastify'],
+      targets: withBuilds(['ours', 'bare-fastify']),
       clients: 0,
       instances: 1,
       mode: 'load',
@@ -208,7 +247,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       kind: 'publish',
       description: `POST /publish with batches of ${batch} messages of ${size} B data, ${batchLanes} requests in flight, for ` +
         `${loadMs / 1000} s, no subscribers; figures count messages, not requests`,
-      targets: ['ours'],
+      targets: withBuilds(['ours']),
       clients: 0,
       instances: 1,
       mode: 'load',
@@ -227,6 +266,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
     clientsPerProcess: int('clients-per-process', 2500),
     output: values.output ?? 'bench-results.json',
     scenarios: chosen === undefined ? all : all.filter((scenario) => chosen.includes(scenario.name)),
-    serviceEnv: serviceEnv(values['service-env'])
+    serviceEnv: serviceEnv(values['service-env']),
+    builds
   }
 }

@@ -1,12 +1,23 @@
 // Starts a server under test as a process of its own, the way its users run it, and stops it.
 import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { get } from 'node:http'
 import { createRequire } from 'node:module'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { CHANNEL, type ClientKind } from './protocol.js'
 import { freePort, hasExited, sleep, stop, track } from './processes.js'
 
-export type Target = 'ours' | 'textbook' | 'frame-once' | 'socketio' | 'bare-fastify'
+export type NamedTarget = 'ours' | 'textbook' | 'frame-once' | 'socketio' | 'bare-fastify'
+/** Our service from another build (--compare-dist), run beside `ours` to compare two versions of it. */
+export type OtherBuild = `ours@${string}`
+export type Target = NamedTarget | OtherBuild
+
+/** Another build of our service: a project root with its own dist/app.js and node_modules. */
+export interface ServiceBuild {
+  target: OtherBuild
+  root: string
+}
 
 export interface TargetInfo {
   label: string
@@ -14,7 +25,7 @@ export interface TargetInfo {
   description: string
 }
 
-export const TARGETS: Record<Target, TargetInfo> = {
+export const TARGETS: Record<NamedTarget, TargetInfo> = {
   ours: {
     label: 'ours',
     clientKind: 'ws',
@@ -40,6 +51,20 @@ export const TARGETS: Record<Target, TargetInfo> = {
     clientKind: 'ws',
     description: '`fastify start` of a bare POST /publish with the same body schema, answering 202 without Redis'
   }
+}
+
+export function isOtherBuild (target: Target): target is OtherBuild {
+  return target.startsWith('ours@')
+}
+
+/** Our service, from this checkout or another build: the targets --service-env applies to. */
+export function isOurs (target: Target): boolean {
+  return target === 'ours' || isOtherBuild(target)
+}
+
+export function targetInfo (target: Target): TargetInfo {
+  if (!isOtherBuild(target)) return TARGETS[target]
+  return { label: target, clientKind: 'ws', description: 'this service from another build (--compare-dist): `fastify start dist/app.js` in its root' }
 }
 
 /** dist/ of this checkout, from dist/scripts/bench/servers.js. */
@@ -68,15 +93,40 @@ export interface ServerHandle {
   stop: () => Promise<void>
 }
 
-function command (target: Target, port: number): string[] {
+/** The fastify-cli a build of ours would be started with: its own, from its node_modules. */
+function fastifyCliOf (root: string): string {
+  return createRequire(join(root, 'package.json')).resolve('fastify-cli/cli.js')
+}
+
+/** Why another build cannot run, if it cannot: checked before the first run rather than in the middle. */
+export function buildProblem (build: ServiceBuild): string | undefined {
+  if (!existsSync(join(build.root, 'dist', 'app.js'))) {
+    return `${build.target}: ${build.root}/dist/app.js is missing: run \`npm ci && npm run build\` there first`
+  }
+  try {
+    fastifyCliOf(build.root)
+  } catch {
+    return `${build.target}: fastify-cli is not installed under ${build.root}: run \`npm ci\` there first`
+  }
+  return undefined
+}
+
+function command (target: Target, port: number, builds: ServiceBuild[]): { cwd: string, args: string[] } {
   // fastify-cli's own bin, as `fastify start` runs it; -l warn keeps the logs quiet.
-  const cli = (app: string): string[] => [fastifyCli, 'start', '-l', 'warn', '-a', '127.0.0.1', '-p', String(port), app]
+  const cli = (bin: string, app: string): string[] => [bin, 'start', '-l', 'warn', '-a', '127.0.0.1', '-p', String(port), app]
+  if (isOtherBuild(target)) {
+    const build = builds.find((candidate) => candidate.target === target)
+    if (build === undefined) throw new Error(`${target}: no such build (--compare-dist)`)
+    // From its own root, with its own fastify-cli and node_modules, as if it were deployed there.
+    return { cwd: build.root, args: cli(fastifyCliOf(build.root), join(build.root, 'dist', 'app.js')) }
+  }
+  const here = (args: string[]): { cwd: string, args: string[] } => ({ cwd: rootDir, args })
   switch (target) {
-    case 'ours': return cli(`${distDir}app.js`)
-    case 'bare-fastify': return cli(`${distDir}scripts/bench/baselines/bare-fastify.js`)
-    case 'textbook': return [`${distDir}scripts/bench/baselines/textbook.js`]
-    case 'frame-once': return [`${distDir}scripts/bench/baselines/frame-once.js`]
-    case 'socketio': return [`${distDir}scripts/bench/baselines/socketio.js`]
+    case 'ours': return here(cli(fastifyCli, `${distDir}app.js`))
+    case 'bare-fastify': return here(cli(fastifyCli, `${distDir}scripts/bench/baselines/bare-fastify.js`))
+    case 'textbook': return here([`${distDir}scripts/bench/baselines/textbook.js`])
+    case 'frame-once': return here([`${distDir}scripts/bench/baselines/frame-once.js`])
+    case 'socketio': return here([`${distDir}scripts/bench/baselines/socketio.js`])
   }
 }
 
@@ -91,15 +141,21 @@ async function healthy (port: number): Promise<boolean> {
   })
 }
 
-/** `serviceEnv` is applied to our service only: the baselines have no such settings. */
-export async function startServer (target: Target, redisUrl: string, serviceEnv: Record<string, string> = {}): Promise<ServerHandle> {
+/**
+ * `serviceEnv` is applied to our service only (every build of it): the baselines have no such
+ * settings. `builds` says where the other builds of ours are.
+ */
+export async function startServer (
+  target: Target, redisUrl: string, serviceEnv: Record<string, string> = {}, builds: ServiceBuild[] = []
+): Promise<ServerHandle> {
   const port = await freePort()
   const env: NodeJS.ProcessEnv = { ...process.env }
   for (const name of SERVICE_VARIABLES) delete env[name]
   // Batches of a few hundred messages need more than the default 64 KiB body.
   Object.assign(env, { REDIS_URL: redisUrl, PORT: String(port), FASTIFY_LOG_LEVEL: 'warn', PUBLISH_BODY_LIMIT: String(4 * 2 ** 20) })
-  if (target === 'ours') Object.assign(env, serviceEnv)
-  const child = spawn(process.execPath, command(target, port), { cwd: rootDir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+  if (isOurs(target)) Object.assign(env, serviceEnv)
+  const { cwd, args } = command(target, port, builds)
+  const child = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
   const { tail } = track(child, target)
   const deadline = Date.now() + 20_000
   while (!(await healthy(port))) {
@@ -114,7 +170,7 @@ export async function startServer (target: Target, redisUrl: string, serviceEnv:
     target,
     pid: child.pid as number,
     port,
-    connectUrl: TARGETS[target].clientKind === 'socketio' ? origin : `ws://127.0.0.1:${port}/ws?channels=${CHANNEL}`,
+    connectUrl: targetInfo(target).clientKind === 'socketio' ? origin : `ws://127.0.0.1:${port}/ws?channels=${CHANNEL}`,
     publishUrl: `${origin}/publish`,
     stop: async () => { await stop(child) }
   }
