@@ -115,10 +115,11 @@ t.test('messages published while a resume replays are neither lost nor duplicate
     const published = await a.app.broadcastMany(range(1, 50).map((n) => ({ channel, data: n })))
     const { epoch } = published[0]
     let next = 51
-    let stop = false
+    // Stopped from outside the loop, across awaits: an abort signal says so (a plain flag reads as never changing).
+    const stopped = new AbortController()
     // A publisher that keeps going, with a random pause, while the client resumes.
     const publishing = (async () => {
-      while (!stop) {
+      while (!stopped.signal.aborted) {
         await a.app.broadcast(next++, { channel })
         if (Math.random() < 0.5) await sleep(Math.floor(Math.random() * 3))
       }
@@ -128,7 +129,7 @@ t.test('messages published while a resume replays are neither lost nor duplicate
     const client = await b.connect()
     const reply = await resume(client, channel, since, epoch)
     await sleep(Math.floor(Math.random() * 10))
-    stop = true
+    stopped.abort()
     await publishing
     const top = next - 1
     await client.messages(top - since, 5000)
@@ -254,9 +255,9 @@ t.test('subscribing again to a channel already subscribed loses nothing, and a f
   const app = await build(t, { redis: redis.url })
   const client = await listening(app, 'again')
   let next = 2
-  let stop = false
+  const stopped = new AbortController()
   const publishing = (async () => {
-    while (!stop) {
+    while (!stopped.signal.aborted) {
       await app.app.broadcast(next++, { channel: 'again' })
       await sleep(1)
     }
@@ -266,7 +267,7 @@ t.test('subscribing again to a channel already subscribed loses nothing, and a f
     client.send({ type: 'subscribe', channel: 'again' })
     await client.waitFor((f) => f.type === 'subscribed', { from })
   }
-  stop = true
+  stopped.abort()
   await publishing
   const top = next - 1
   t.same((await client.messages(top)).map((f) => f.data), range(1, top), `all ${top} messages, in order, once each`)
