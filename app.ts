@@ -41,6 +41,7 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.maxMessageBytes = integer('MAX_MESSAGE_BYTES')
   options.maxBatchSize = integer('MAX_BATCH_SIZE')
   options.publishTimeout = integer('PUBLISH_TIMEOUT')
+  options.redisTimeout = integer('REDIS_TIMEOUT')
   options.slowConsumerBytes = integer('SLOW_CONSUMER_BYTES')
   options.slowConsumerTimeout = integer('SLOW_CONSUMER_TIMEOUT')
   options.heartbeatInterval = integer('HEARTBEAT_INTERVAL')

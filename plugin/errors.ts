@@ -52,7 +52,7 @@ export const UnauthorizedError = createError<[string]>(
 export const PublishKeyRequiredError = createError(
   'FRB_PUBLISH_KEY_REQUIRED',
   'Publishing from a non-loopback address needs a publish key: set the publishKeys option ' +
-    '(PUBLISH_KEY for the service) and send Authorization: Bearer <key>, or set insecurePublish: true to accept anyone',
+    'and send Authorization: Bearer <key>, or set insecurePublish: true to accept anyone',
   401
 )
 
@@ -64,7 +64,7 @@ export const ForbiddenError = createError<[string]>(
 
 export const OriginForbiddenError = createError<[string]>(
   'FRB_ORIGIN_FORBIDDEN',
-  'Origin %s may not open a WebSocket here: add it to allowedOrigins (ALLOWED_ORIGINS for the service)',
+  'Origin %s may not open a WebSocket here: add it to the allowedOrigins option',
   403
 )
 
@@ -138,4 +138,10 @@ export const PresenceUnavailableError = createError<[string]>(
   'FRB_NO_PRESENCE',
   'Channel %s is not tracked for presence (see the presence.channels option)',
   404
+)
+
+export const InternalError = createError(
+  'FRB_INTERNAL',
+  'An internal error occurred',
+  500
 )

@@ -1,9 +1,21 @@
-import { BadJsonError, InvalidChannelError, InvalidDataError, InvalidResumeError, UnknownTypeError } from './errors.js'
+import { BadJsonError, InternalError, InvalidChannelError, InvalidDataError, InvalidResumeError, UnknownTypeError } from './errors.js'
 import { isValidChannel } from './channel.js'
-import type { Resume, SubscribeOutcome } from './hub.js'
+import type { Position } from './history/sequence.js'
 
 // The wire codec: everything that turns a frame into text or text into a frame lives here,
 // so the protocol documented in README.md has exactly one implementation.
+
+/** Where a client asks to resume a channel: after `since`, in the history named `epoch`. */
+export interface Resume {
+  since: number
+  epoch: string
+}
+
+/** How a subscription starts: the channel's position, and whether a resume was honoured. */
+export interface SubscribeOutcome {
+  position?: Position
+  recovered?: boolean
+}
 
 export type ClientFrame =
   | { type: 'subscribe', channel: string, resume?: Resume }
@@ -78,9 +90,15 @@ export function isWireError (value: ClientFrame | WireError): value is WireError
 }
 
 export function toWireError (err: unknown): WireError {
-  if (!(err instanceof Error)) return { code: 'FRB_INTERNAL', message: String(err) }
-  return { code: (err as { code?: string }).code ?? 'FRB_INTERNAL', message: err.message }
+  const message = err instanceof Error ? err.message : String(err)
+  const code = (err as { code?: unknown } | null | undefined)?.code
+  // Only the catalogue's codes reach a client; anything else (a throwing canSubscribe hook, a
+  // fault of ours) is FRB_INTERNAL, with its message.
+  if (err instanceof Error && typeof code === 'string' && code.startsWith('FRB_')) return { code, message }
+  return { code: INTERNAL_CODE, message }
 }
+
+const INTERNAL_CODE = new InternalError().code
 
 export function errorFrame (error: WireError): string {
   return JSON.stringify({ type: 'error', code: error.code, message: error.message })

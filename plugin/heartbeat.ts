@@ -1,4 +1,9 @@
-import type { Connection } from './connection.js'
+/** What the heartbeat needs of a connection. */
+export interface Pingable {
+  /** When it was pinged and no pong nor frame has come back since; 0 when none is due. */
+  pingedAt: number
+  ping: () => void
+}
 
 export interface HeartbeatOptions {
   /** How often every connection is pinged, in milliseconds. */
@@ -13,7 +18,7 @@ export interface HeartbeatOptions {
  * connection is pinged; one that sends no pong (nor any frame) within `timeout` is handed to
  * `onTimeout`. Two timers for all connections, not one per socket. Returns the stop function.
  */
-export function startHeartbeat (
+export function startHeartbeat<Connection extends Pingable> (
   connections: Iterable<Connection>,
   { interval, timeout }: HeartbeatOptions,
   onTimeout: (connection: Connection) => void
@@ -25,7 +30,7 @@ export function startHeartbeat (
     for (const connection of connections) {
       if (connection.pingedAt !== 0) continue
       connection.pingedAt = now
-      connection.socket.ping()
+      connection.ping()
     }
     const check = setTimeout(() => {
       checks.delete(check)
@@ -44,9 +49,4 @@ export function startHeartbeat (
     clearInterval(ticker)
     for (const check of checks) clearTimeout(check)
   }
-}
-
-/** A pong or any frame from the client proves it is there. */
-export function markAlive (connection: Connection): void {
-  connection.pingedAt = 0
 }

@@ -1,58 +1,62 @@
-import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
-import type { WebSocket } from 'ws'
 import type { Bus } from './bus/bus.js'
 import type { BroadcastStats } from './stats.js'
 import { textFrame } from './websocket-frame.js'
-import { Connection } from './connection.js'
-import { gapFrame } from './frames.js'
+import { gapFrame, type Resume, type SubscribeOutcome } from './frames.js'
+import { CLOSE_SLOW_CONSUMER } from './close-codes.js'
 import type { HistorySettings } from './history/settings.js'
 import type { Position } from './history/sequence.js'
-import { isRun, LiveOrder } from './history/live-order.js'
+import { LiveOrder } from './history/live-order.js'
+import { Replayer, type ReplayTarget } from './history/replay.js'
 import { presenceIdentity, type Presence } from './presence/presence.js'
 
-export const CLOSE_GOING_AWAY = 1001
-export const CLOSE_SLOW_CONSUMER = 4008
+/** What the hub needs of one connection (a Session): its channels, a queue to write to, a way out. */
+export interface HubMember extends ReplayTarget {
+  /** A name for logs and, when anonymous, for presence. */
+  readonly id: string
+  readonly identity: unknown
+  /** The channels the hub has this member on; only the hub changes it. */
+  readonly channels: Set<string>
+  /** Bytes queued and not yet handed to the kernel. */
+  readonly unsent: number
+  /** Queues a message built once for every member; false when it was not queued (held, skipped, closed). */
+  deliver (channel: string | null, payload: Buffer, frame: Buffer[], position: Position | undefined): boolean
+  /** Writes what this turn queued. */
+  flush (): void
+  /** Holds the live messages of `channel` until `releaseSync()`. */
+  startSync (channel: string): void
+  stopSync (channel: string): void
+  /** Closes after the frames already queued. */
+  close (code: number, reason: string): void
+  /** Cuts the link, no close handshake. */
+  terminate (): void
+  /** Resolves once the socket is closed. */
+  whenClosed (): Promise<void>
+}
 
-export interface DeliveryPolicy {
-  /** Unsent bytes a connection may hold before it is closed with 4008. */
-  slowConsumerBytes: number
-  /** How long a connection may keep unsent data without draining, in milliseconds. */
-  slowConsumerTimeout: number
+export interface HubPolicy {
   /** Each channel's history settings: a channel with history has offsets and can be resumed. */
   historyOf: (channel: string) => HistorySettings
   /** The most messages a resuming subscriber is sent, and that a gap repair reads back. */
   maxReplay: number
 }
 
-/** Where a client asks to resume a channel: after `since`, in the history named `epoch`. */
-export interface Resume {
-  since: number
-  epoch: string
-}
-
-/** How a subscription starts: the channel's position, and whether a resume was honoured. */
-export interface SubscribeOutcome {
-  position?: Position
-  recovered?: boolean
-}
-
 /**
- * The registry of this instance's connections and of who listens on which channel.
- * A channel's Redis subscription is reference-counted by its local listeners: the first
+ * The registry of this instance's connections and of who listens on which channel, and the
+ * fan-out. A channel's Redis subscription is reference-counted by its local listeners: the first
  * one subscribes the instance, the last one to leave unsubscribes it, so an instance only
  * receives traffic it can deliver.
  */
-export class Hub {
-  readonly connections = new Set<Connection>()
-  private readonly listeners = new Map<string, Set<Connection>>()
-  /** The latest SUBSCRIBE/UNSUBSCRIBE issued per channel; bus commands run in order. */
-  private readonly pending = new Map<string, Promise<void>>()
-  /** Connections with frames queued this turn, written together by one microtask. */
-  private dirty: Connection[] = []
-
+export class Hub<Member extends HubMember = HubMember> {
+  readonly members = new Set<Member>()
+  private readonly listeners = new Map<string, Set<Member>>()
+  /** The latest SUBSCRIBE or UNSUBSCRIBE issued per channel; bus commands run in order. */
+  private readonly subscriptions = new Map<string, Promise<void>>()
+  /** Members with frames queued this turn, written together by one microtask. */
+  private dirty: Member[] = []
   /** Keeps each channel's live messages in offset order and repairs gaps from history. */
   private readonly liveOrder: LiveOrder
+  private readonly replayer: Replayer
 
   /** Set when the app starts closing: no new connection may join from then on. */
   closing = false
@@ -62,7 +66,7 @@ export class Hub {
   constructor (
     private readonly bus: Bus,
     private readonly log: FastifyBaseLogger,
-    readonly policy: DeliveryPolicy,
+    private readonly policy: HubPolicy,
     private readonly stats: BroadcastStats
   ) {
     this.liveOrder = new LiveOrder({
@@ -70,6 +74,16 @@ export class Hub {
       fetch: async (channel, since, limit) => await this.bus.readHistory(channel, { since, limit }),
       reportGap: (channel) => { this.deliver(channel, Buffer.from(gapFrame(channel))) }
     }, policy.maxReplay, stats, log)
+    this.replayer = new Replayer(bus, this.liveOrder, policy.maxReplay, stats)
+  }
+
+  /** How many channels this instance listens on: each is one Redis subscription. */
+  get channelCount (): number {
+    return this.listeners.size
+  }
+
+  add (member: Member): void {
+    this.members.add(member)
   }
 
   /** A message from the bus: messages of channels with history are put in offset order first. */
@@ -85,90 +99,47 @@ export class Hub {
     this.liveOrder.catchUp()
   }
 
-  /** Registers a new socket; `direct` is its TCP socket when frames may be written to it as bytes. */
-  open (socket: WebSocket, direct?: Socket): Connection {
-    const connection = new Connection(socket, this, direct)
-    this.connections.add(connection)
-    return connection
-  }
-
-  /** How many channels this instance listens on: each is one Redis subscription. */
-  get channelCount (): number {
-    return this.listeners.size
-  }
-
   /**
-   * Resolves once the connection receives what is published on `channel` from now on. For a
-   * channel with history, `announce` is told the channel's position (and whether `resume` could
-   * be honoured) just before the replay is queued; live messages that arrive meanwhile are held,
-   * then queued after the replay, none twice and none missing.
+   * Resolves once the member receives what is published on `channel` from now on, after `reply`
+   * was told how the subscription starts. For a channel with history, live messages that arrive
+   * meanwhile are held and queued after the replay (plugin/history/replay.ts).
    */
-  async join (connection: Connection, channel: string, resume: Resume | undefined, announce: (outcome: SubscribeOutcome) => void): Promise<void> {
-    if (!this.connections.has(connection)) return
-    let listeners = this.listeners.get(channel)
-    if (listeners === undefined) {
-      listeners = new Set()
-      this.listeners.set(channel, listeners)
-      this.pending.set(channel, this.bus.subscribe(channel))
-    }
-    // Subscribing again to a channel the connection is on: its live messages keep flowing as they
+  async join (member: Member, channel: string, resume: Resume | undefined, reply: (outcome: SubscribeOutcome) => void): Promise<void> {
+    if (!this.members.has(member)) return
+    // Subscribing again to a channel the member is on: its live messages keep flowing as they
     // are, unless it asks to resume, which replays and so must hold them meanwhile.
-    const added = !connection.channels.has(channel)
-    listeners.add(connection)
-    connection.channels.add(channel)
+    const added = this.listen(member, channel)
     const keepsHistory = this.policy.historyOf(channel).size > 0
-    const syncs = keepsHistory && (added || resume !== undefined)
-    if (syncs) connection.startSync(channel)
+    const synced = keepsHistory && (added || resume !== undefined)
+    if (synced) member.startSync(channel)
     try {
-      await this.pending.get(channel)
+      await this.subscriptions.get(channel)
       // The subscribed reply waits for presence too: a client that is subscribed is listed.
-      const listed = this.presence?.tracks(channel) === true && connection.channels.has(channel)
-        ? this.presence.join(channel, presenceIdentity(connection.identity, connection.id), connection)
+      const listed = this.presence?.tracks(channel) === true && member.channels.has(channel)
+        ? this.presence.join(channel, presenceIdentity(member.identity, member.id), member)
         : undefined
-      if (!keepsHistory) {
-        await listed
-        announce(resume === undefined ? {} : { recovered: false })
+      if (keepsHistory) {
+        await this.replayer.run(member, channel, resume, reply, () => this.listeners.get(channel)?.size === 1, synced, listed)
         return
       }
-      const [page] = await Promise.all([this.bus.readHistory(channel, { since: resume?.since, limit: this.policy.maxReplay }), listed])
-      // Unsubscribed or gone while the history was read: nothing more to send.
-      if (!connection.channels.has(channel)) return
-      const position = page === undefined ? undefined : { offset: page.offset, epoch: page.epoch }
-      // A channel that has had no live message here yet starts from this position, so a message
-      // missed before the first one arrives is still noticed. Only for its sole listener: others
-      // that joined before it had a history may still await messages up to this position.
-      if (position !== undefined && this.listeners.get(channel)?.size === 1) this.liveOrder.seed(channel, position)
-      let replay = false
-      if (resume !== undefined) {
-        replay = page !== undefined && page.epoch === resume.epoch && resume.since <= page.offset &&
-          page.offset - resume.since <= this.policy.maxReplay && isRun(page, resume.since, page.offset)
-        if (replay) this.stats.resumed++
-        else this.stats.resumeFailures++
-      }
-      announce(resume === undefined ? { position } : { position, recovered: replay })
-      if (replay) for (const message of (page as NonNullable<typeof page>).messages) connection.enqueue(message.frame)
-      if (syncs) {
-        // Once this instance's live stream has passed the replay, no message up to it can come
-        // again, and the connection need not compare any (nor keep a record per channel).
-        const passed = position === undefined || this.liveOrder.hasPassed(channel, position)
-        connection.release(channel, position?.epoch, position?.offset ?? 0, passed)
-      }
+      await listed
+      reply(resume === undefined ? {} : { recovered: false })
     } catch (err) {
       // A subscription that was working before this call stays.
-      if (added) this.leave(connection, channel)
-      else connection.stopSync(channel)
+      if (added) this.leave(member, channel)
+      else member.stopSync(channel)
       throw err
     }
   }
 
-  leave (connection: Connection, channel: string): void {
-    if (!connection.channels.delete(channel)) return
-    connection.stopSync(channel)
-    if (this.presence?.tracks(channel) === true) this.presence.leave(channel, presenceIdentity(connection.identity, connection.id), connection)
+  leave (member: Member, channel: string): void {
+    if (!member.channels.delete(channel)) return
+    member.stopSync(channel)
+    if (this.presence?.tracks(channel) === true) this.presence.leave(channel, presenceIdentity(member.identity, member.id), member)
     const listeners = this.listeners.get(channel)
-    /* c8 ignore next -- a connection's channels and the listener map change together */
+    /* c8 ignore next -- a member's channels and the listener map change together */
     if (listeners === undefined) return
-    listeners.delete(connection)
+    listeners.delete(member)
     if (listeners.size > 0) return
     this.listeners.delete(channel)
     this.liveOrder.forget(channel)
@@ -177,15 +148,15 @@ export class Hub {
          subject to channel ACLs, so no real fault makes it fail; kept so one never goes unhandled */
       (err: unknown) => { this.log.warn({ err, channel }, 'unsubscribe failed') }
     )
-    this.pending.set(channel, unsubscribed)
+    this.subscriptions.set(channel, unsubscribed)
     void unsubscribed.then(() => {
-      if (this.pending.get(channel) === unsubscribed) this.pending.delete(channel)
+      if (this.subscriptions.get(channel) === unsubscribed) this.subscriptions.delete(channel)
     })
   }
 
-  remove (connection: Connection): void {
-    if (!this.connections.delete(connection)) return
-    for (const channel of [...connection.channels]) this.leave(connection, channel)
+  remove (member: Member): void {
+    if (!this.members.delete(member)) return
+    for (const channel of [...member.channels]) this.leave(member, channel)
   }
 
   /**
@@ -193,59 +164,56 @@ export class Hub {
    * is built here once and the same bytes go to every socket.
    */
   deliver (channel: string | null, payload: Buffer, position?: Position): number {
-    const targets = channel === null ? this.connections : this.listeners.get(channel)
+    const targets = channel === null ? this.members : this.listeners.get(channel)
     if (targets === undefined || targets.size === 0) return 0
     const frame = textFrame(payload)
     let delivered = 0
-    for (const connection of targets) {
+    for (const member of targets) {
       try {
-        const sync = channel === null ? undefined : connection.syncing?.get(channel)
-        const queued = sync === undefined
-          ? connection.enqueue(payload, frame)
-          : connection.offerSyncing(channel as string, sync, { payload, position }, frame)
-        if (queued) delivered++
+        if (member.deliver(channel, payload, frame, position)) delivered++
       } catch (err) {
-        this.dropBroken(connection, err)
+        this.evictBroken(member, err)
       }
     }
     this.stats.messagesOut += delivered
     return delivered
   }
 
-  scheduleFlush (connection: Connection): void {
-    if (this.dirty.push(connection) === 1) queueMicrotask(this.flush)
+  scheduleFlush (member: Member): void {
+    if (this.dirty.push(member) === 1) queueMicrotask(this.flush)
   }
 
-  closeSlowConsumer (connection: Connection): void {
+  closeSlowConsumer (member: Member): void {
     this.stats.slowConsumerCloses++
-    this.log.warn({ connection: connection.id, unsent: connection.socket.bufferedAmount }, 'closing a slow consumer (4008)')
-    this.remove(connection)
-    connection.socket.close(CLOSE_SLOW_CONSUMER, 'slow consumer')
+    this.log.warn({ connection: member.id, unsent: member.unsent }, 'closing a slow consumer (4008)')
+    this.remove(member)
+    member.close(CLOSE_SLOW_CONSUMER, 'slow consumer')
   }
 
-  /** A connection that missed its pong: its peer is gone without a word, so no close handshake. */
-  terminateSilent (connection: Connection): void {
+  /** A member that missed its pong: its peer is gone without a word, so no close handshake. */
+  terminateSilent (member: Member): void {
     this.stats.heartbeatTimeouts++
-    this.log.info({ connection: connection.id }, 'terminating a connection that missed its pong')
-    this.remove(connection)
-    connection.socket.terminate()
+    this.log.info({ connection: member.id }, 'terminating a connection that missed its pong')
+    this.remove(member)
+    member.terminate()
   }
 
   /**
-   * Closes every connection with `code` and resolves once all are closed; the ones that do not
+   * Closes every member with `code` and resolves once all are closed; the ones that do not
    * finish the close handshake within `timeout` ms are terminated.
    */
   async closeAll (code: number, reason: string, timeout: number): Promise<void> {
-    const sockets = [...this.connections].map((connection) => {
-      connection.close(code, reason)
-      return connection.socket
-    })
+    const members = [...this.members]
     // Every socket here is open or closing: a closed one has already left the hub.
-    const closed = sockets.map(async (socket) => await new Promise<void>((resolve) => socket.once('close', () => resolve())))
+    const closed = members.map(async (member) => {
+      const done = member.whenClosed()
+      member.close(code, reason)
+      await done
+    })
     let timer: NodeJS.Timeout | undefined
     const late = new Promise<void>((resolve) => {
       timer = setTimeout(() => {
-        for (const socket of sockets) socket.terminate()
+        for (const member of members) member.terminate()
         resolve()
       }, timeout)
     })
@@ -253,22 +221,36 @@ export class Hub {
     clearTimeout(timer)
   }
 
+  /** Adds `member` to the channel's listeners; true when it was not on the channel yet. */
+  private listen (member: Member, channel: string): boolean {
+    let listeners = this.listeners.get(channel)
+    if (listeners === undefined) {
+      listeners = new Set()
+      this.listeners.set(channel, listeners)
+      this.subscriptions.set(channel, this.bus.subscribe(channel))
+    }
+    const added = !member.channels.has(channel)
+    listeners.add(member)
+    member.channels.add(channel)
+    return added
+  }
+
   private readonly flush = (): void => {
     const dirty = this.dirty
     this.dirty = []
-    for (const connection of dirty) {
+    for (const member of dirty) {
       try {
-        connection.flush()
+        member.flush()
       } catch (err) {
-        this.dropBroken(connection, err)
+        this.evictBroken(member, err)
       }
     }
   }
 
-  private dropBroken (connection: Connection, err: unknown): void {
+  private evictBroken (member: Member, err: unknown): void {
     // One broken socket must not stop the fan-out to the others.
-    this.log.warn({ err, connection: connection.id }, 'dropping a connection that failed a write')
-    this.remove(connection)
-    connection.socket.terminate()
+    this.log.warn({ err, connection: member.id }, 'dropping a connection that failed a write')
+    this.remove(member)
+    member.terminate()
   }
 }

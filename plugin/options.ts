@@ -1,8 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import type { Redis, RedisOptions } from 'ioredis'
 import { InvalidOptionError } from './errors.js'
-import type { Authorize } from './security/connect-auth.js'
+import type { RedisBroadcastOptions } from './types.js'
 
 function routePath (path: string, route: string) {
   return Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], {
@@ -21,7 +20,10 @@ const RateLimit = Type.Object({
   timeWindow: Type.Integer({ minimum: 1, description: 'Window length, in milliseconds' })
 }, { additionalProperties: false })
 
-/** Every option that is plain data; `redis` and the hooks are functions or clients, checked below. */
+/**
+ * Every option that is plain data; `redis` and the hooks are functions or clients, checked below.
+ * The public type (plugin/types.ts) documents each for users; test/types/options.ts keeps the two in step.
+ */
 export const RedisBroadcastOptionsSchema = Type.Object({
   redisPrefix: Type.String({ default: 'frb:', description: 'Prepended to every Redis channel name the plugin uses' }),
   websocketPath: routePath('/ws', 'WebSocket'),
@@ -49,7 +51,8 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   clientFrameRate: Type.Number({ exclusiveMinimum: 0, default: 200, description: 'Client frames per second per connection, sustained' }),
   clientFrameBurst: Type.Integer({ minimum: 1, default: 200, description: 'Client frames a connection may send at once' }),
   maxBatchSize: Type.Integer({ minimum: 1, default: 1000, description: 'Most messages one POST /publish batch (a JSON array) may carry' }),
-  publishTimeout: Type.Integer({ minimum: 1, default: 1000, description: 'Longest wait for Redis to take a publish or a subscribe before it fails with 503, in milliseconds' }),
+  publishTimeout: Type.Integer({ minimum: 1, default: 1000, description: 'Longest wait for Redis to take a publish before it fails with 503, in milliseconds' }),
+  redisTimeout: Type.Integer({ minimum: 1, default: 1000, description: 'Longest wait for Redis to confirm a subscribe, answer a history read or take a presence update, in milliseconds' }),
   maxMessageBytes: Type.Integer({ minimum: 64, default: 1048576, description: 'Largest encoded message broadcast() accepts and the bus forwards, in bytes' }),
   slowConsumerBytes: Type.Integer({ minimum: 1, default: 1048576, description: 'Unsent bytes a connection may hold before it is closed with 4008' }),
   slowConsumerTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a connection may keep unsent data without draining before it is closed with 4008, in milliseconds' }),
@@ -77,28 +80,8 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   }, { default: {}, additionalProperties: false, description: 'Per-IP rate limits through @fastify/rate-limit; off unless set' })
 }, { additionalProperties: false })
 
-export type CanSubscribe = (identity: unknown, channel: string) => boolean | Promise<boolean>
-
-interface HookOptions {
-  /**
-   * Where Redis is: a `redis://` URL, ioredis options, or an ioredis client (the plugin never
-   * closes a client it did not create). Left out, the plugin uses an `@fastify/redis` client
-   * already on the instance, or else the in-process bus.
-   */
-  redis?: string | RedisOptions | Redis
-  /** Runs before the upgrade; returns the connection's identity and grants, or refuses it. */
-  authorize?: Authorize
-  /** Replaces the grant check when subscribing: resolves true to allow `channel`. */
-  canSubscribe?: CanSubscribe
-}
-
-export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & HookOptions
-type DataOptions = Static<typeof RedisBroadcastOptionsSchema>
-/** Every option may be left out, and so may each field of the grouped ones. */
-export type RedisBroadcastOptions = Partial<Omit<DataOptions, 'history' | 'presence'>> & HookOptions & {
-  history?: Partial<DataOptions['history']>
-  presence?: Partial<DataOptions['presence']>
-}
+/** The data options of the schema with their defaults, and the options that are functions or clients. */
+export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & Pick<RedisBroadcastOptions, 'redis' | 'authorize' | 'canSubscribe'>
 
 const HOOKS = ['authorize', 'canSubscribe'] as const
 

@@ -4,7 +4,7 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import { ChannelName } from '../plugin/channel.js'
 import type { Bus } from '../plugin/bus/bus.js'
 import type { HistorySettings } from '../plugin/history/settings.js'
-import type { ReadGuard } from '../plugin/security/subscribe-check.js'
+import type { ChannelAccess } from '../plugin/security/channel-access.js'
 import { HistoryUnavailableError } from '../plugin/errors.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
@@ -23,22 +23,22 @@ interface HistoryRouteOptions {
   path: string
   bus: Bus
   historyOf: (channel: string) => HistorySettings
-  /** Same auth as subscribing. */
-  guard: ReadGuard
+  /** Same rule as subscribing. */
+  access: ChannelAccess
 }
 
 /**
  * GET <path>/:channel: the messages a channel's history holds after `since`, as the frames
  * subscribers received, with the history's epoch and latest offset. Same auth as subscribing.
  */
-const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, guard }) => {
+const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, access }) => {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
     schema: { params: Type.Object({ channel: ChannelName }), querystring: HistoryQuerystring }
   }, async (request, reply) => {
     const { channel } = request.params
-    await guard(request, channel)
+    await access.check(request, channel)
     if (historyOf(channel).size === 0) throw new HistoryUnavailableError(JSON.stringify(channel))
     const { since = '0', limit = '100', reverse } = request.query
     const page = await bus.readHistory(channel, {

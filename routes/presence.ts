@@ -3,7 +3,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelName } from '../plugin/channel.js'
 import type { Presence } from '../plugin/presence/presence.js'
-import type { ReadGuard } from '../plugin/security/subscribe-check.js'
+import type { ChannelAccess } from '../plugin/security/channel-access.js'
 import { PresenceUnavailableError } from '../plugin/errors.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
@@ -18,12 +18,12 @@ export const PresenceReply = Type.Object({
 interface PresenceRouteOptions {
   path: string
   presence: Presence
-  /** Same auth as subscribing. */
-  guard: ReadGuard
+  /** Same rule as subscribing. */
+  access: ChannelAccess
 }
 
 /** GET <path>/:channel: who is subscribed to a channel, on every instance. Same auth as subscribing. */
-const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance, { path, presence, guard }) => {
+const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance, { path, presence, access }) => {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
@@ -34,7 +34,7 @@ const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance,
     }
   }, async (request) => {
     const { channel } = request.params
-    await guard(request, channel)
+    await access.check(request, channel)
     if (!presence.tracks(channel)) throw new PresenceUnavailableError(JSON.stringify(channel))
     const members = await presence.members(channel) as Array<string | number>
     return { channel, count: members.length, members }

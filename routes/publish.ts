@@ -3,7 +3,9 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelName } from '../plugin/channel.js'
 import { IdempotencyKey } from '../plugin/history/idempotency.js'
-import type { BroadcastResult } from '../plugin/index.js'
+import { BusUnavailableError } from '../plugin/errors.js'
+import type { Publisher } from '../plugin/publisher.js'
+import type { BroadcastResult } from '../plugin/types.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from './log-serializers.js'
 
@@ -38,13 +40,14 @@ interface PublishRouteOptions {
   path: string
   bodyLimit: number
   maxBatchSize: number
+  publisher: Publisher
   /** Refuses a request that may not publish (401) before its body is read. */
   guard: (request: FastifyRequest) => Promise<void>
   rateLimit: RateLimitSetting | undefined
 }
 
 /** POST <path>: hands a message, or a batch of them, to the bus for every instance to deliver. */
-const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, { path, bodyLimit, maxBatchSize, guard, rateLimit }) => {
+const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, { path, bodyLimit, maxBatchSize, publisher, guard, rateLimit }) => {
   // TypeBox checks the body as it is: Ajv's default type coercion would turn `"channel": 42` into "42".
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   const config = await enableRateLimit(instance, rateLimit)
@@ -61,14 +64,14 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
     const body = request.body
     try {
       if (Array.isArray(body)) {
-        const results = await fastify.broadcastMany(body)
+        const results = await publisher.broadcastMany(body)
         return await reply.code(202).send({ status: 'accepted', count: results.length, results: results.map(positionOf) })
       }
-      const result = await fastify.broadcast(body.data, { channel: body.channel, idempotencyKey: body.idempotencyKey })
+      const result = await publisher.broadcast(body.data, { channel: body.channel, idempotencyKey: body.idempotencyKey })
       return await reply.code(202).send({ status: 'accepted', ...positionOf(result) })
     } catch (err) {
       // The bus is down or slow: tell the publisher when a retry is worth it.
-      if ((err as { statusCode?: number }).statusCode === 503) reply.header('retry-after', RETRY_AFTER_SECONDS)
+      if (err instanceof BusUnavailableError) reply.header('retry-after', RETRY_AFTER_SECONDS)
       throw err
     }
   })

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import type { Bus } from '../plugin/bus/bus.js'
 import { MemoryBus } from '../plugin/bus/memory.js'
-import { RedisBus } from '../plugin/bus/redis.js'
+import { RedisBus } from '../plugin/redis/bus.js'
 import { startRedis } from './helpers/redis-server.js'
 
 // The one contract both buses keep (plugin/bus/bus.ts); the plugin relies on nothing else.

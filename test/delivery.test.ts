@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { build, busOptions, BUS_KINDS } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
 import { plain } from './helpers/client.js'
+import { sessionsOf } from './helpers/sessions.js'
 
 const redis = await startRedis()
 t.teardown(() => redis.stop())
@@ -111,7 +112,7 @@ for (const kind of BUS_KINDS) {
       await leaving.waitFor((f) => f.type === 'subscribed')
       await staying.waitFor((f) => f.type === 'subscribed')
       t.equal(app.broadcastConnections.size, 2)
-      const serverSide = [...app.broadcastConnections].map((c) => c.socket)
+      const serverSide = sessionsOf(app).map((session) => session.socket)
       const writesAfterClose: unknown[] = []
       await leaving.close()
       while (app.broadcastConnections.size > 1) await sleep(5)

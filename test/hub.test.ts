@@ -1,13 +1,29 @@
 import t from 'tap'
 import Fastify from 'fastify'
-import { Hub } from '../plugin/hub.js'
+import { Hub, type HubMember } from '../plugin/hub.js'
 import { BroadcastStats } from '../plugin/stats.js'
-import type { WebSocket } from 'ws'
 import { MemoryBus } from '../plugin/bus/memory.js'
 import { Presence } from '../plugin/presence/presence.js'
 import { MemoryPresenceStore } from '../plugin/presence/store.js'
 
-const POLICY = { slowConsumerBytes: 1024, slowConsumerTimeout: 1000, historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300 }
+const POLICY = { historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300 }
+
+/** The registry never touches a socket on join or leave: a member that records what it is sent is enough here. */
+class StandIn implements HubMember {
+  readonly channels = new Set<string>()
+  readonly unsent = 0
+  readonly queued: Buffer[] = []
+  constructor (readonly id: string, readonly identity: unknown = undefined) {}
+  deliver (channel: string | null, payload: Buffer): boolean { return this.enqueue(payload) }
+  enqueue (payload: Buffer): boolean { this.queued.push(payload); return true }
+  flush (): void {}
+  startSync (): void {}
+  stopSync (): void {}
+  releaseSync (): void {}
+  close (): void {}
+  terminate (): void {}
+  async whenClosed (): Promise<void> {}
+}
 
 t.test('a message for a channel nobody here listens on is delivered to no one', async (t) => {
   const bus = new MemoryBus()
@@ -24,8 +40,8 @@ t.test('a connection that already left joins nothing (its frames may still be qu
   const bus = new MemoryBus()
   const hub = new Hub(bus, Fastify({ logger: false }).log, POLICY, new BroadcastStats())
   await bus.start((channel, payload) => hub.deliver(channel, payload))
-  // The registry never touches the socket on join; a closed stand-in is enough here.
-  const gone = hub.open({ readyState: 3 } as unknown as WebSocket)
+  const gone = new StandIn('gone')
+  hub.add(gone)
   hub.remove(gone)
   await hub.join(gone, 'news', undefined, () => t.fail('a connection that left is not answered'))
   t.same([...gone.channels], [], 'no channel recorded')
@@ -40,7 +56,8 @@ t.test('a connection that leaves while its subscription is being confirmed is ne
   const store = new MemoryPresenceStore(async () => {})
   hub.presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 1000 }, log)
   await bus.start((channel, payload) => hub.deliver(channel, payload))
-  const connection = hub.open({ readyState: 1 } as unknown as WebSocket)
+  const connection = new StandIn('one')
+  hub.add(connection)
   const joining = hub.join(connection, 'news', undefined, () => {})
   hub.remove(connection)
   await joining
@@ -48,9 +65,9 @@ t.test('a connection that leaves while its subscription is being confirmed is ne
   t.equal(hub.channelCount, 0)
 
   // Two tabs of one identity: the one that never got listed leaves without taking the other along.
-  const [first, second] = [0, 1].map(() => {
-    const tab = hub.open({ readyState: 1 } as unknown as WebSocket)
-    tab.identity = { sub: 'ann' }
+  const [first, second] = [0, 1].map((index) => {
+    const tab = new StandIn(`tab${index}`, { sub: 'ann' })
+    hub.add(tab)
     return tab
   })
   await hub.join(first, 'news', undefined, () => {})

@@ -66,7 +66,7 @@ t.test('without keys, a publish from a non-loopback peer gets 401 with how to co
     payload: { channel: 'news', data: 'from afar' }
   })
   t.equal(response.statusCode, 401)
-  t.match(response.json(), { code: 'FRB_PUBLISH_KEY_REQUIRED', message: /publishKeys.*PUBLISH_KEY/ })
+  t.match(response.json(), { code: 'FRB_PUBLISH_KEY_REQUIRED', message: /publishKeys option/ })
   const local = await app.inject({ method: 'POST', url: '/publish', remoteAddress: '127.0.0.1', payload: { channel: 'news', data: 'local' } })
   t.equal(local.statusCode, 202, 'loopback peers may publish without a key')
   t.same((await client.messages(1)).map((m) => m.data), ['local'])

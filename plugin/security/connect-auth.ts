@@ -2,19 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { JWT } from '@fastify/jwt'
 import { ForbiddenError, UnauthorizedError } from '../errors.js'
 import { bearerCredential } from './bearer.js'
-
-/** What connect-time authentication says about a connection. */
-export interface ConnectionAuth {
-  /** Who is connected: handed to `canSubscribe` and kept on the connection. */
-  identity: unknown
-  /** Channels, or `prefix*` patterns, the connection may subscribe to. */
-  channels?: string[]
-  /** When the credentials run out (epoch ms): the socket is closed with 4401 unless refreshed. */
-  expiresAt?: number
-}
-
-export type Authorize = (request: FastifyRequest, jwt: ConnectionAuth | undefined) =>
-ConnectionAuth | null | undefined | false | Promise<ConnectionAuth | null | undefined | false>
+import type { Authorize, ConnectionAuth } from '../types.js'
 
 /** The subprotocol a browser offers before its token: `new WebSocket(url, ['bearer', token])`. */
 export const BEARER_PROTOCOL = 'bearer'

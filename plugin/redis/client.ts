@@ -1,0 +1,75 @@
+import { Redis, type RedisOptions } from 'ioredis'
+import { BusRefusedError, BusUnavailableError } from '../errors.js'
+import { withTimeout } from '../timeout.js'
+
+// The ioredis settings of the plugin's own connections, and what every Redis module shares.
+
+/** Reconnect quickly and often: a lost subscriber loses messages for as long as it is away. */
+export function reconnectDelay (attempt: number): number {
+  return Math.min(50 * 2 ** attempt, 1000)
+}
+
+const PUBLISHER_SETTINGS: RedisOptions = {
+  // Fail a publish at once while Redis is away instead of queueing it for later:
+  // the caller gets a 503 rather than a 202 for a message that may never be sent.
+  enableOfflineQueue: false,
+  maxRetriesPerRequest: 1,
+  // A PUBLISH in flight when the link broke was answered 503: never send it again later.
+  autoResendUnfulfilledCommands: false,
+  // Concurrent publishes share one round trip.
+  enableAutoPipelining: true,
+  retryStrategy: reconnectDelay,
+  connectionName: 'fastify-redis-broadcast:publisher'
+}
+
+/** The subscriber is a duplicate of the publisher (same server, same credentials) with these settings. */
+export const SUBSCRIBER_SETTINGS: RedisOptions = {
+  // Subscriptions issued while reconnecting must wait for the connection, not fail.
+  enableOfflineQueue: true,
+  // The subscriber re-subscribes from its own list when the connection is back.
+  autoResubscribe: false,
+  lazyConnect: false,
+  maxRetriesPerRequest: null,
+  // A SUBSCRIBE or PING in flight when the link drops is sent again, not left hanging
+  // (the plugin's publisher turns this off, and a duplicate would inherit that).
+  autoResendUnfulfilledCommands: true,
+  // A probe's PING must go out at once on this connection, not wait in a pipeline.
+  enableAutoPipelining: false,
+  retryStrategy: reconnectDelay,
+  connectionName: 'fastify-redis-broadcast:subscriber'
+}
+
+/** The publisher the plugin makes from a URL or from ioredis options (and so closes itself). */
+export function createPublisherClient (redis: string | RedisOptions): Redis {
+  return typeof redis === 'string' ? new Redis(redis, PUBLISHER_SETTINGS) : new Redis({ ...redis, ...PUBLISHER_SETTINGS })
+}
+
+/** A failure of a Redis command, as the catalogue names it. */
+export function toBusError (err: unknown): Error {
+  if (err instanceof BusUnavailableError) return err
+  // Redis answered with an error (an ACL, scripts disabled): retrying will not help.
+  if ((err as Error).name === 'ReplyError') return new BusRefusedError((err as Error).message)
+  return new BusUnavailableError((err as Error).message)
+}
+
+/** Runs `command`; a failure or no answer within `timeout` ms becomes FRB_BUS_UNAVAILABLE (or FRB_BUS_REFUSED). */
+export async function redisCommand<T> (command: Promise<T>, timeout: number, what: string): Promise<T> {
+  try {
+    return await withTimeout(command, timeout, () => new BusUnavailableError(`Redis did not ${what} within ${timeout} ms`))
+  } catch (err) {
+    throw toBusError(err)
+  }
+}
+
+export async function waitForReady (client: Redis): Promise<void> {
+  if (client.status === 'ready') return
+  await new Promise<void>((resolve) => client.once('ready', resolve))
+}
+
+export async function quit (client: Redis, timeout: number): Promise<void> {
+  // QUIT lets Redis finish what is in flight; a link that broke or went silent is dropped below.
+  if (client.status === 'ready') {
+    await Promise.allSettled([withTimeout(client.quit(), timeout, () => new Error('QUIT timed out'))])
+  }
+  client.disconnect()
+}

@@ -1,0 +1,167 @@
+import type { Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
+import type { BusMessageHandler } from '../bus/bus.js'
+import { BusUnavailableError } from '../errors.js'
+import type { BroadcastStats } from '../stats.js'
+import { withTimeout } from '../timeout.js'
+import { quit, redisCommand, SUBSCRIBER_SETTINGS } from './client.js'
+import type { RedisKeys } from './keys.js'
+
+export interface SubscriberOptions {
+  keys: RedisKeys
+  /** How long a SUBSCRIBE may wait for Redis before it fails with 503. */
+  commandTimeout: number
+  /** How often the connection is probed; 0 turns the probe off. */
+  probeInterval: number
+  /** How long a probe may take before the connection is torn down and reopened. */
+  probeTimeout: number
+  stats: BroadcastStats | undefined
+  log: FastifyBaseLogger
+}
+
+/**
+ * The subscriber connection's life: a duplicate of the publisher in subscriber mode, which can run
+ * no other command, so the long-lived subscription never sits in front of a request's PUBLISH.
+ *
+ * It keeps its own list of subscribed channels and re-applies it whenever the connection comes
+ * back, and it probes the connection: a link that died without a FIN (a half-open TCP connection,
+ * a stalled proxy) would otherwise look healthy while nothing arrives.
+ */
+export class RedisSubscriber {
+  readonly client: Redis
+  /** Pub/Sub names of the channels this instance listens on, besides the broadcast-to-all one. */
+  private readonly subscribed = new Set<string>()
+  private closing = false
+  private everReady = false
+  /** When the connection was lost; 0 while it is up. */
+  private lostAt = 0
+  /** When the current TCP connection opened, until its handshake completes. */
+  private handshakeSince = 0
+  private probeTimer: NodeJS.Timeout | undefined
+  private probing = false
+  private lastProbe: { ok: boolean, detail: string } | undefined
+
+  /** `onReconnected`: the connection is back and every channel is subscribed again. */
+  constructor (publisher: Redis, private readonly options: SubscriberOptions, onMessage: BusMessageHandler,
+    private readonly onReconnected: () => void, onError: (err: Error) => void) {
+    const client = publisher.duplicate(SUBSCRIBER_SETTINGS)
+    this.client = client
+    client.on('error', onError)
+    client.on('connect', () => { this.handshakeSince = Date.now() })
+    client.on('ready', () => this.onReady())
+    client.on('close', () => this.onLost())
+    client.on('messageBuffer', (pubsub: Buffer, payload: Buffer) => {
+      // Only channels subscribed to come here, and each is the plugin's own.
+      onMessage(options.keys.channelOf(pubsub.toString('latin1')), payload)
+    })
+  }
+
+  /** Subscribes to the broadcast-to-all channel and starts probing. */
+  async start (): Promise<void> {
+    await this.client.subscribe(this.options.keys.all)
+    if (this.options.probeInterval > 0) {
+      this.probeTimer = setInterval(() => { void this.probe() }, this.options.probeInterval)
+      this.probeTimer.unref()
+    }
+  }
+
+  async subscribe (channel: string): Promise<void> {
+    const name = this.options.keys.pubsub(channel)
+    this.subscribed.add(name)
+    await redisCommand(this.client.subscribe(name), this.options.commandTimeout, 'confirm the subscription')
+  }
+
+  async unsubscribe (channel: string): Promise<void> {
+    const name = this.options.keys.pubsub(channel)
+    this.subscribed.delete(name)
+    await this.client.unsubscribe(name)
+  }
+
+  /** What is wrong with the connection, if anything, and its state for operators. */
+  health (): { down: string | undefined, status: string, probe: string | undefined } {
+    const status = this.client.status
+    // A failed probe destroys its connection, but the status changes only when the socket's close
+    // event comes, a loop turn later; until the connection is back, the failed probe is the truth.
+    const failedProbe = this.lastProbe?.ok === false ? this.lastProbe.detail : undefined
+    let down: string | undefined
+    if (failedProbe !== undefined) down = `Redis subscriber probe failed (${failedProbe}), connection is ${status}`
+    else if (status !== 'ready') down = `Redis subscriber connection is ${status}`
+    return { down, status, probe: this.lastProbe?.detail }
+  }
+
+  async close (timeout: number): Promise<void> {
+    this.closing = true
+    clearInterval(this.probeTimer)
+    await quit(this.client, timeout)
+  }
+
+  /**
+   * One round trip on the connection. A probe that does not come back in time, or a connection
+   * stuck in its handshake, is torn down so ioredis opens a fresh one.
+   */
+  private async probe (): Promise<void> {
+    if (this.closing || this.probing) return
+    const { client } = this
+    const { probeTimeout } = this.options
+    const started = Date.now()
+    if (client.status === 'ready') {
+      this.probing = true
+      // The connection probed; if it has been replaced meanwhile, its failure is old news.
+      const stream = client.stream
+      try {
+        await withTimeout(client.ping(), probeTimeout, () => new Error(`no reply within ${probeTimeout} ms`))
+        this.lastProbe = { ok: true, detail: `ok in ${Date.now() - started} ms` }
+      } catch (err) {
+        if (client.stream === stream) this.probeFailed((err as Error).message)
+      } finally {
+        this.probing = false
+      }
+    } else if (client.status === 'connect' && started - this.handshakeSince > probeTimeout) {
+      // TCP is up but the handshake never finished: ioredis's connectTimeout covers only the TCP part.
+      this.probeFailed(`handshake not finished after ${started - this.handshakeSince} ms`)
+    }
+  }
+
+  private probeFailed (detail: string): void {
+    if (this.closing) return
+    this.lastProbe = { ok: false, detail }
+    if (this.options.stats !== undefined) this.options.stats.probeFailures++
+    this.options.log.warn({ detail }, 'redis subscriber probe failed: reopening the connection')
+    // destroy(), not end(): a half-open link never answers the FIN that end() waits for.
+    this.client.stream.destroy()
+  }
+
+  private onReady (): void {
+    if (!this.everReady) {
+      this.everReady = true
+      this.lostAt = 0
+      return
+    }
+    const { stats, log, keys } = this.options
+    const downtime = Date.now() - this.lostAt
+    this.lostAt = 0
+    this.lastProbe = undefined
+    if (stats !== undefined) stats.subscriberReconnects++
+    log.warn({ channels: this.subscribed.size + 1, downtime },
+      'redis subscriber reconnected: re-subscribing; messages published while it was away were not received')
+    // One command per channel: a channel Redis now refuses (an ACL changed) must not take the others with it.
+    const subscribed = [keys.all, ...this.subscribed].map(async (name) => {
+      await this.client.subscribe(name).catch((err: unknown) => {
+        log.error({ err, channel: name }, 're-subscribing after a reconnect failed: this channel receives nothing here')
+      })
+    })
+    // Once every channel is live again, what was published meanwhile can be read back.
+    void Promise.all(subscribed).then(() => { if (!this.closing) this.onReconnected() })
+  }
+
+  private onLost (): void {
+    if (this.closing || this.lostAt !== 0) return
+    this.lostAt = Date.now()
+    if (this.everReady) this.options.log.warn('redis subscriber connection lost: reconnecting')
+  }
+}
+
+/** Thrown by a bus whose subscriber is not running. */
+export function notRunning (): Error {
+  return new BusUnavailableError('the Redis bus is not running')
+}

@@ -1,0 +1,294 @@
+import { randomBytes } from 'node:crypto'
+import type { Socket } from 'node:net'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { RawData, WebSocket } from 'ws'
+import type { Hub, HubMember } from '../hub.js'
+import type { Position } from '../history/sequence.js'
+import { ChannelSync, type LiveMessage } from '../history/replay.js'
+import {
+  errorFrame, isWireError, parseClientFrame, PONG_FRAME, REFRESHED_FRAME, subscribedFrame, toWireError, unsubscribedFrame,
+  type Resume
+} from '../frames.js'
+import { BusRefusedError, BusUnavailableError, ChannelForbiddenError, ChannelLimitError, ForbiddenError, RefreshUnavailableError } from '../errors.js'
+import { CLOSE_POLICY_VIOLATION, CLOSE_TOKEN_EXPIRED } from '../close-codes.js'
+import type { Authenticator } from '../security/connect-auth.js'
+import type { ConnectionAuth } from '../types.js'
+import type { ChannelAccess } from '../security/channel-access.js'
+import { TokenBucket } from '../security/token-bucket.js'
+import { SocketWriter, type SlowConsumerPolicy } from './socket-writer.js'
+
+const OPEN = 1
+/** Tells this process's connection ids from other instances'. */
+const PROCESS_ID = randomBytes(6).toString('hex')
+let sessionsNamed = 0
+/** The frame queue of a session with nothing to do: one resolved promise shared by all. */
+const SETTLED = Promise.resolve()
+// setTimeout keeps at most a 32-bit delay; a later expiry is re-armed when it fires.
+const MAX_TIMER_DELAY = 2 ** 31 - 1
+
+export interface SessionLimits extends SlowConsumerPolicy {
+  maxChannels: number
+  frameRate: number
+  frameBurst: number
+  /** Bytes per second a client may send, counted on the TCP stream, so fragments count too. */
+  byteRate: number
+  byteBurst: number
+}
+
+/** What every session of one plugin instance shares. */
+export interface SessionContext {
+  hub: Hub<Session>
+  authenticator: Authenticator
+  access: ChannelAccess
+  limits: SessionLimits
+  /** The plugin's logger: a session's logs are its children, tagged with the upgrade's request id. */
+  log: FastifyBaseLogger
+}
+
+/**
+ * One client connection, whole: who it is (identity, grants, token expiry and refresh), what it
+ * may send (frame and byte budgets), what it listens to (channels, and the channels being
+ * resumed), and its write queue (SocketWriter). The route hands the upgraded socket over; the
+ * hub sees a session as a HubMember.
+ */
+export class Session extends SocketWriter implements HubMember {
+  readonly channels = new Set<string>()
+  /** From connect-time auth; undefined when no auth is configured. */
+  identity: unknown
+  /** Channels or `prefix*` patterns this connection may subscribe to, when auth is configured. */
+  grants: readonly string[] | undefined
+  /** When the heartbeat pinged this session and no pong or frame has come back since; 0 if none is due. */
+  pingedAt = 0
+  /** The client's address, as the upgrade request saw it. */
+  readonly remoteAddress: string
+  /** Channels being joined, whose live messages must meet the replay without a gap or a duplicate. */
+  private syncs: Map<string, ChannelSync> | undefined
+  /** Frames from the client are handled one after another, so replies keep their order. */
+  private frames: Promise<void> = SETTLED
+  /** Made at the first frame or chunk: a bucket starts full, so starting it later changes nothing. */
+  private frameBudget: TokenBucket | undefined
+  private byteBudget: TokenBucket | undefined
+  private expiry: NodeJS.Timeout | undefined
+  /** The upgrade's request id and log level: logs made for this session carry them, as request.log's would. */
+  private readonly reqId: string
+  private readonly logLevel: string
+  /** The upgrade request, kept only when a refresh can happen (authorize() sees it again then). */
+  private readonly request: FastifyRequest | undefined
+  private name: string | undefined
+
+  constructor (socket: WebSocket, tcp: Socket | undefined, private readonly context: SessionContext,
+    auth: ConnectionAuth | undefined, request: FastifyRequest) {
+    super(socket, tcp, context.limits)
+    this.identity = auth?.identity
+    this.grants = auth?.channels
+    this.remoteAddress = request.ip
+    this.reqId = request.id
+    this.logLevel = request.log.level
+    this.request = context.authenticator.refresh === undefined ? undefined : request
+    this.armExpiry(auth?.expiresAt)
+  }
+
+  /**
+   * Names this session in logs and, when it is anonymous, in presence: this process's random
+   * prefix and a counter, unique across instances. Made when first read, as few sessions ever
+   * need one; a short flat string, where randomUUID()'s is a rope of ~450 bytes.
+   */
+  get id (): string {
+    this.name ??= `${PROCESS_ID}.${(++sessionsNamed).toString(36)}`
+    return this.name
+  }
+
+  // ---- what the hub asks of a member ----------------------------------------------------------
+
+  deliver (channel: string | null, payload: Buffer, frame: Buffer[], position: Position | undefined): boolean {
+    const sync = channel === null ? undefined : this.syncs?.get(channel)
+    if (sync === undefined) return this.enqueue(payload, frame)
+    return this.offer(channel as string, sync, { payload, position }, frame)
+  }
+
+  startSync (channel: string): void {
+    this.syncs ??= new Map()
+    this.syncs.set(channel, new ChannelSync())
+  }
+
+  releaseSync (channel: string, epoch: string | undefined, top: number, passed: boolean): void {
+    const sync = this.syncs?.get(channel)
+    // Gone meanwhile: the session was closed (a slow consumer) while the replay was queued.
+    const held = sync?.release(epoch, top)
+    if (held === undefined) return
+    for (const message of held) this.offer(channel, sync as ChannelSync, message)
+    if (passed) this.stopSync(channel)
+  }
+
+  stopSync (channel: string): void {
+    if (this.syncs === undefined) return
+    this.syncs.delete(channel)
+    if (this.syncs.size === 0) this.syncs = undefined
+  }
+
+  /** Closes after the frames already queued, so a reply sent just before still arrives first. */
+  close (code = 1000, reason = ''): void {
+    this.flush()
+    this.socket.close(code, reason)
+  }
+
+  terminate (): void {
+    this.socket.terminate()
+  }
+
+  async whenClosed (): Promise<void> {
+    // A session is in the hub only while its socket is open or closing: 'close' is still to come.
+    await new Promise<void>((resolve) => this.socket.once('close', () => resolve()))
+  }
+
+  ping (): void {
+    this.socket.ping()
+  }
+
+  protected scheduleFlush (): void {
+    this.context.hub.scheduleFlush(this)
+  }
+
+  protected onSlowConsumer (): void {
+    this.context.hub.closeSlowConsumer(this)
+  }
+
+  // ---- what the client sends ------------------------------------------------------------------
+
+  /** Subscribes to the channels the upgrade asked for, in order, before any frame is handled. */
+  subscribeAtConnect (channels: Iterable<string>): void {
+    for (const channel of channels) this.frames = this.frames.then(async () => await this.subscribe(channel))
+  }
+
+  /** A chunk of raw bytes from the client: ws keeps every fragment of a message until the last one,
+   * so a flood of tiny fragments costs memory and CPU without ever making a message. */
+  receiveBytes (length: number): void {
+    this.byteBudget ??= new TokenBucket(this.context.limits.byteRate, this.context.limits.byteBurst)
+    if (this.byteBudget.take(Date.now(), length) || this.socket.readyState !== OPEN) return
+    this.evict(CLOSE_POLICY_VIOLATION, 'too much data')
+  }
+
+  receive (raw: RawData, isBinary: boolean): void {
+    this.markAlive()
+    this.frameBudget ??= new TokenBucket(this.context.limits.frameRate, this.context.limits.frameBurst)
+    if (!this.frameBudget.take()) {
+      this.evict(CLOSE_POLICY_VIOLATION, 'too many frames')
+      return
+    }
+    const frame = parseClientFrame(raw, isBinary)
+    this.frames = this.frames.then(async () => {
+      if (isWireError(frame)) {
+        this.send(errorFrame(frame))
+      } else if (frame.type === 'ping') {
+        this.send(PONG_FRAME)
+      } else if (frame.type === 'subscribe') {
+        await this.subscribe(frame.channel, frame.resume)
+      } else if (frame.type === 'unsubscribe') {
+        this.context.hub.leave(this, frame.channel)
+        this.send(unsubscribedFrame(frame.channel))
+      } else {
+        await this.refresh(frame.token)
+      }
+    }).catch(
+      /* c8 ignore next 3 -- every step catches its own errors; this keeps one unforeseen fault
+         from leaving the queue rejected (and the process with an unhandled rejection) */
+      (err: unknown) => { this.log().error({ err }, 'handling a client frame failed') }
+    )
+  }
+
+  /** A pong or any frame from the client proves it is there. */
+  markAlive (): void {
+    this.pingedAt = 0
+  }
+
+  /** The socket closed or failed: the session leaves every channel. */
+  ended (): void {
+    clearTimeout(this.expiry)
+    this.context.hub.remove(this)
+  }
+
+  /**
+   * The logger of the upgrade request, made again when something is logged: request.log is a
+   * child logger with serializers of its own, ~400 bytes that every idle socket would keep.
+   */
+  log (): FastifyBaseLogger {
+    return this.context.log.child({ reqId: this.reqId }, { level: this.logLevel })
+  }
+
+  private async subscribe (channel: string, resume?: Resume): Promise<void> {
+    const { hub, access, limits } = this.context
+    try {
+      if (!this.channels.has(channel) && this.channels.size >= limits.maxChannels) throw new ChannelLimitError(limits.maxChannels)
+      if (!await access.allows(this.identity, this.grants, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+      await hub.join(this, channel, resume, (outcome) => this.send(subscribedFrame(channel, outcome)))
+    } catch (err) {
+      // Redis down or refusing: the operator should hear of it, not only the client.
+      if (err instanceof BusUnavailableError || err instanceof BusRefusedError) this.log().warn({ err, channel }, 'subscribe failed')
+      this.send(errorFrame(toWireError(err)))
+    }
+  }
+
+  private async refresh (token: string): Promise<void> {
+    const { hub, access, authenticator } = this.context
+    try {
+      // Both or neither: the request is kept exactly when refresh is defined.
+      if (authenticator.refresh === undefined || this.request === undefined) throw new RefreshUnavailableError()
+      const renewed = await authenticator.refresh(token, this.request)
+      const before = subjectOf(this.identity)
+      if (before === undefined || before !== subjectOf(renewed.identity)) {
+        throw new ForbiddenError('a refresh token must carry the same sub claim as the connection\'s token')
+      }
+      /* c8 ignore next -- the socket closed while the token was being verified */
+      if (!hub.members.has(this)) return
+      this.identity = renewed.identity
+      this.grants = renewed.channels
+      this.armExpiry(renewed.expiresAt)
+      this.send(REFRESHED_FRAME)
+      // Grants may have shrunk: nothing may keep flowing from a channel no longer allowed.
+      for (const channel of [...this.channels]) {
+        if (await access.allows(this.identity, this.grants, channel)) continue
+        hub.leave(this, channel)
+        this.send(errorFrame(toWireError(new ChannelForbiddenError(JSON.stringify(channel)))))
+      }
+    } catch (err) {
+      this.send(errorFrame(toWireError(err)))
+    }
+  }
+
+  private armExpiry (expiresAt: number | undefined): void {
+    clearTimeout(this.expiry)
+    if (expiresAt === undefined) return
+    const delay = expiresAt - Date.now()
+    this.expiry = setTimeout(() => {
+      /* c8 ignore next -- only an expiry beyond setTimeout's 24.8-day limit wakes early */
+      if (Date.now() < expiresAt) return this.armExpiry(expiresAt)
+      this.evict(CLOSE_TOKEN_EXPIRED, 'token expired')
+    }, Math.min(Math.max(delay, 0), MAX_TIMER_DELAY))
+  }
+
+  /** Leaves the hub at once (nothing more is delivered), then closes after what is queued. */
+  private evict (code: number, reason: string): void {
+    this.context.hub.remove(this)
+    this.close(code, reason)
+  }
+
+  /** A live message of a channel being joined: held, skipped as replayed, or queued. */
+  private offer (channel: string, sync: ChannelSync, message: LiveMessage, frame?: Buffer[]): boolean {
+    switch (sync.offer(message)) {
+      case 'hold':
+      case 'skip':
+        return false
+      case 'caught-up':
+        // Past the replay: from here on the live stream is in offset order.
+        this.stopSync(channel)
+        return this.enqueue(message.payload, frame)
+      default:
+        return this.enqueue(message.payload, frame)
+    }
+  }
+}
+
+/** The `sub` claim of an identity that is a token's claims; undefined for any other identity. */
+function subjectOf (identity: unknown): unknown {
+  return (identity as { sub?: unknown } | null | undefined)?.sub
+}
