@@ -81,6 +81,7 @@ t.test('a client that stops reading is closed with 4008 while 50 others get ever
   t.equal((await slowClosed)[0], 4008, 'the slow client was closed with 4008')
   t.equal(service.output().match(/closing a slow consumer \(4008\)/g)?.length, 1, 'logged once')
   const growth = (peak - baseline) / 2 ** 20
+  t.comment(`DEBUG baseline ${(baseline / 2 ** 20).toFixed(1)} MiB peak ${(peak / 2 ** 20).toFixed(1)} MiB stream ${Date.now() - started} ms`)
   t.ok(growth < 32, `server RSS grew by ${growth.toFixed(1)} MiB while 3.2 GB went out past a client that stopped reading`)
 })
 
