@@ -26,6 +26,8 @@ export type ClientFrame =
 export interface WireError {
   code: string
   message: string
+  /** The channel the error concerns, so a client can tell which subscription failed. */
+  channel?: string
 }
 
 /**
@@ -69,16 +71,16 @@ export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary
       return { type, token }
     }
     case 'subscribe': {
-      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)))
+      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
       const { since, epoch } = frame as { since?: unknown, epoch?: unknown }
       if (since === undefined && epoch === undefined) return { type, channel }
       if (!Number.isSafeInteger(since) || (since as number) < 0 || typeof epoch !== 'string' || epoch.length > 64) {
-        return toWireError(new InvalidResumeError())
+        return toWireError(new InvalidResumeError(), channel)
       }
       return { type, channel, resume: { since: since as number, epoch } }
     }
     case 'unsubscribe':
-      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)))
+      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
       return { type, channel }
     default:
       return toWireError(new UnknownTypeError(describe(type)))
@@ -89,19 +91,26 @@ export function isWireError (value: ClientFrame | WireError): value is WireError
   return 'code' in value
 }
 
-export function toWireError (err: unknown): WireError {
+export function toWireError (err: unknown, channel?: string): WireError {
   const message = err instanceof Error ? err.message : String(err)
   const code = (err as { code?: unknown } | null | undefined)?.code
   // Only the catalogue's codes reach a client; anything else (a throwing canSubscribe hook, a
   // fault of ours) is FRB_INTERNAL, with its message.
-  if (err instanceof Error && typeof code === 'string' && code.startsWith('FRB_')) return { code, message }
-  return { code: INTERNAL_CODE, message }
+  const known = err instanceof Error && typeof code === 'string' && code.startsWith('FRB_')
+  const error: WireError = { code: known ? code : INTERNAL_CODE, message }
+  if (channel !== undefined) error.channel = channel
+  return error
+}
+
+/** A channel field that is a string, even one that is no valid name, is what the client sent: echo it. */
+function channelOf (value: unknown): string | undefined {
+  return typeof value === 'string' ? value : undefined
 }
 
 const INTERNAL_CODE = new InternalError().code
 
 export function errorFrame (error: WireError): string {
-  return JSON.stringify({ type: 'error', code: error.code, message: error.message })
+  return JSON.stringify({ type: 'error', code: error.code, message: error.message, channel: error.channel })
 }
 
 /** `recovered` is there only when the client asked to resume; the position only for a channel with history. */

@@ -2,6 +2,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { InvalidOptionError } from './errors.js'
 import type { RedisBroadcastOptions } from './types.js'
+import { isValidPattern } from './security/grants.js'
 
 function routePath (path: string, route: string) {
   return Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], {
@@ -85,6 +86,14 @@ export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & Pick<
 
 const HOOKS = ['authorize', 'canSubscribe'] as const
 
+// Options whose values are secrets: an error names them, and never shows what was given.
+const SECRET_OPTIONS = /^(publishKeys|jwt)(\.|$)/
+
+function describe (name: string, value: unknown): string {
+  if (!SECRET_OPTIONS.test(name)) return JSON.stringify(value)
+  return typeof value === 'string' ? `a string of ${value.length} characters` : `a value of type ${value === null ? 'null' : typeof value}`
+}
+
 export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions {
   const data: Record<string, unknown> = { ...options }
   // Fastify hands its own register options (route prefix, log settings) to the plugin too.
@@ -100,7 +109,17 @@ export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions
   const firstError = Value.Errors(RedisBroadcastOptionsSchema, resolved).First()
   if (firstError !== undefined) {
     const name = firstError.path.slice(1).replaceAll('/', '.')
-    throw new InvalidOptionError(name, `is invalid: ${firstError.message} (got ${JSON.stringify(firstError.value)})`)
+    throw new InvalidOptionError(name, `is invalid: ${firstError.message} (got ${describe(name, firstError.value)})`)
+  }
+  const patterns = [
+    ...resolved.presence.channels.map((pattern, index) => [`presence.channels.${index}`, pattern]),
+    ...resolved.presence.events.map((pattern, index) => [`presence.events.${index}`, pattern]),
+    ...resolved.history.rules.map((rule, index) => [`history.rules.${index}.channels`, rule.channels])
+  ]
+  for (const [name, pattern] of patterns) {
+    if (!isValidPattern(pattern)) {
+      throw new InvalidOptionError(name, `is not a channel pattern: ${JSON.stringify(pattern)} (a name, "prefix:*", "prefix.*" or "*")`)
+    }
   }
   if (resolved.jwt !== undefined && (resolved.jwt.secret === undefined) === (resolved.jwt.publicKey === undefined)) {
     throw new InvalidOptionError('jwt', 'needs exactly one of secret and publicKey')

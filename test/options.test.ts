@@ -30,6 +30,35 @@ t.test('a bad option fails registration with a sentence naming it', async (t) =>
   }
 })
 
+t.test('an option error never shows a secret\'s value', async (t) => {
+  const cases: Array<[Record<string, unknown>, string, RegExp]> = [
+    [{ publishKeys: ['Sup3rS3cret15ch'] }, 'Sup3rS3cret15ch', /option "publishKeys.0" is invalid: .* \(got a string of 15 characters\)/],
+    [{ jwt: { secret: 'Sup3rS3cret15ch' } }, 'Sup3rS3cret15ch', /option "jwt.secret" is invalid: .* \(got a string of 15 characters\)/],
+    [{ jwt: { secret: 'a-long-enough-secret-value', extra: 'x' } }, 'a-long-enough-secret-value', /option "jwt.extra"/],
+    [{ jwt: 'a-long-enough-secret-value' }, 'a-long-enough-secret-value', /option "jwt" is invalid: .* \(got a string of 26 characters\)/]
+  ]
+  for (const [options, secret, message] of cases) {
+    const app = Fastify({ logger: false })
+    const err = await app.register(redisBroadcast, options as never).ready().then(() => undefined, (err: Error) => err)
+    await app.close()
+    t.match(err, { code: 'FRB_INVALID_OPTION', message }, message.source)
+    t.notMatch(err?.message, secret, 'the value is not in the message')
+  }
+})
+
+t.test('channel patterns in options follow the grant grammar', async (t) => {
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ presence: { channels: ['room:1*'] } }, /option "presence.channels.0" is not a channel pattern: "room:1\*"/],
+    [{ presence: { events: ['*', 'lobby*'] } }, /option "presence.events.1"/],
+    [{ history: { rules: [{ channels: 'a:*:*', size: 1, ttl: 1000 }] } }, /option "history.rules.0.channels"/]
+  ]
+  for (const [options, message] of cases) {
+    const app = Fastify({ logger: false })
+    await t.rejects(async () => await app.register(redisBroadcast, options as never).ready(), { code: 'FRB_INVALID_OPTION', message }, JSON.stringify(options))
+    await app.close()
+  }
+})
+
 t.test('registering the plugin twice is refused', async (t) => {
   const app = Fastify({ logger: false })
   await app.register(redisBroadcast)

@@ -32,6 +32,35 @@ t.test('upgrades with a missing, expired, badly signed or wrong-audience token g
   }
 })
 
+t.test('with an audience configured, a token without aud is refused at connect, at refresh and on GET /history', async (t) => {
+  const { url } = await build(t, jwtOptions)
+  const noAudience = createSigner({ key: SECRET, expiresIn: 60_000 })({ sub: 'u1', channels: ['*'] })
+  const refusal = await refusedUpgrade(wsUrl(url), { authorization: `Bearer ${noAudience}` })
+  t.equal(refusal.status, 401, 'connect')
+  t.match(JSON.parse(refusal.body), { code: 'FRB_UNAUTHORIZED', message: /aud/ })
+  const history = await fetch(`${url}/history/news`, { headers: { authorization: `Bearer ${noAudience}` } })
+  t.equal(history.status, 401, 'GET /history')
+  const client = await TestClient.connect(wsUrl(url, '?channels=news'), { headers: { authorization: `Bearer ${sign({ sub: 'u1', channels: ['news'] })}` } })
+  t.teardown(() => client.close())
+  await client.waitFor((f) => f.type === 'subscribed')
+  client.send({ type: 'refresh', token: noAudience })
+  t.match(await client.waitFor((f) => f.type === 'error'), { code: 'FRB_UNAUTHORIZED' }, 'refresh: the wider grants are not taken')
+  client.send({ type: 'subscribe', channel: 'other' })
+  t.match(await client.waitFor((f) => f.type === 'error' && f.code === 'FRB_CHANNEL_FORBIDDEN'), { channel: 'other' })
+})
+
+t.test('a token whose iat is in the future is refused; a little clock skew is allowed', async (t) => {
+  const { url } = await build(t, jwtOptions)
+  const now = Math.floor(Date.now() / 1000)
+  const future = sign({ sub: 'u1', iat: now + 600 })
+  const refusal = await refusedUpgrade(wsUrl(url), { authorization: `Bearer ${future}` })
+  t.equal(refusal.status, 401)
+  t.match(JSON.parse(refusal.body), { code: 'FRB_UNAUTHORIZED', message: /iat/ })
+  const skewed = await TestClient.connect(wsUrl(url), { headers: { authorization: `Bearer ${sign({ sub: 'u1', iat: now + 2 })}` } })
+  t.teardown(() => skewed.close())
+  t.equal(skewed.socket.readyState, 1, 'iat 2 s ahead is clock skew, accepted')
+})
+
 t.test('a valid token is accepted from the header, ?token= or a bearer subprotocol', async (t) => {
   const { url, publish } = await build(t, jwtOptions)
   const token = sign({ sub: 'u1', channels: ['news'] })

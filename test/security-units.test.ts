@@ -1,8 +1,8 @@
 import t from 'tap'
 import { isOriginAllowed } from '../plugin/security/origin.js'
-import { isGranted } from '../plugin/security/grants.js'
+import { isGranted, isValidPattern } from '../plugin/security/grants.js'
 import { TokenBucket } from '../plugin/security/token-bucket.js'
-import { isLoopback } from '../plugin/security/publish-auth.js'
+import { isLoopback, isLoopbackHost } from '../plugin/security/loopback.js'
 import { redactUrl } from '../routes/log-serializers.js'
 
 t.test('origins: same host by default, compared case-insensitively', async (t) => {
@@ -46,6 +46,21 @@ t.test('grants: exact names and prefix* patterns', async (t) => {
   t.notOk(isGranted([], 'news'))
 })
 
+t.test('grant grammar: * only as a whole last segment after . or :', async (t) => {
+  t.notOk(isGranted(['room:1*'], 'room:10'), 'room:1* is no pattern: it does not grant room:10')
+  t.notOk(isGranted(['room:1*'], 'room:1'), 'nor room:1')
+  t.notOk(isGranted(['a:*'], 'a:'), 'a:* does not grant a: itself')
+  t.ok(isGranted(['a:*'], 'a:b'))
+  t.ok(isGranted(['chat.*'], 'chat.lobby'))
+  t.notOk(isGranted(['chat.*'], 'chatroom'))
+  t.notOk(isGranted(['room-*'], 'room-1'), '- is not a separator')
+  t.notOk(isGranted(['room*'], 'room'))
+  t.notOk(isGranted([':*'], ':x'), 'a separator alone is no prefix')
+  t.notOk(isGranted(['a:*:*'], 'a:b:c'), 'one * only, at the end')
+  for (const pattern of ['*', 'news', 'room:*', 'chat.*', 'a.b:*']) t.ok(isValidPattern(pattern), pattern)
+  for (const pattern of ['room:1*', 'room*', '**', ':*', 'a:*:*', '*:a', 'a b', '', 'x'.repeat(129)]) t.notOk(isValidPattern(pattern), pattern)
+})
+
 t.test('the token bucket allows a burst, then the sustained rate', async (t) => {
   const bucket = new TokenBucket(10, 5, 0)
   t.same(Array.from({ length: 6 }, () => bucket.take(0)), [true, true, true, true, true, false])
@@ -57,7 +72,12 @@ t.test('the token bucket allows a burst, then the sustained rate', async (t) => 
 
 t.test('loopback addresses', async (t) => {
   for (const address of ['127.0.0.1', '127.8.9.10', '::1', '::ffff:127.0.0.1']) t.ok(isLoopback(address), address)
-  for (const address of ['10.0.0.1', '::ffff:10.0.0.1', '203.0.113.5', '::', undefined]) t.notOk(isLoopback(address), String(address))
+  for (const address of ['10.0.0.1', '::ffff:10.0.0.1', '203.0.113.5', '::', undefined, '127.evil.example', '127.0.0.1.nip.io', '']) {
+    t.notOk(isLoopback(address), String(address))
+  }
+  t.ok(isLoopback('0:0:0:0:0:0:0:1'), 'IPv6 written out in full')
+  for (const host of ['localhost', 'localhost:3000', '127.0.0.1:80', '[::1]:3000', '[::1]']) t.ok(isLoopbackHost(host), host)
+  for (const host of ['attacker.example', 'localhost.example:3000', '[::2]:80', undefined, '']) t.notOk(isLoopbackHost(host), String(host))
 })
 
 t.test('credentials in a query string are redacted, however they are spelled', async (t) => {

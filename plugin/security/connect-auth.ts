@@ -6,6 +6,8 @@ import type { Authorize, ConnectionAuth } from '../types.js'
 
 /** The subprotocol a browser offers before its token: `new WebSocket(url, ['bearer', token])`. */
 export const BEARER_PROTOCOL = 'bearer'
+/** How far ahead of this server's clock a token's issuer's clock may run, in milliseconds. */
+export const IAT_CLOCK_SKEW = 5000
 
 /**
  * Finds a connect token where each kind of client can put one: the Authorization header
@@ -33,6 +35,10 @@ export function authFromToken (jwt: JWT, token: string): ConnectionAuth {
     claims = jwt.verify<Record<string, unknown>>(token)
   } catch (err) {
     throw new UnauthorizedError((err as Error).message)
+  }
+  // A token issued in the future comes from a wrong clock or a forger: either way, not trusted.
+  if (claims.iat !== undefined && (typeof claims.iat !== 'number' || claims.iat * 1000 > Date.now() + IAT_CLOCK_SKEW)) {
+    throw new UnauthorizedError('the token\'s iat claim is in the future')
   }
   const channels = Array.isArray(claims.channels)
     ? claims.channels.filter((grant): grant is string => typeof grant === 'string')

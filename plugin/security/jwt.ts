@@ -12,8 +12,9 @@ export async function registerJwt (fastify: FastifyInstance, options: ResolvedOp
   await fastify.register(fastifyJwt, {
     namespace: JWT_NAMESPACE,
     secret: secret ?? { public: publicKey as string },
-    // A token without exp would keep its connection open forever: refuse it.
-    verify: { allowedAud: audience, algorithms: algorithms as never, requiredClaims: ['exp'] }
+    // A token without exp would keep its connection open forever: refuse it. With an audience
+    // configured, a token without aud (one minted for any service) is no token for this one.
+    verify: { allowedAud: audience, algorithms: algorithms as never, requiredClaims: audience === undefined ? ['exp'] : ['exp', 'aud'] }
   })
   return (fastify.jwt as unknown as Record<string, JWT>)[JWT_NAMESPACE]
 }

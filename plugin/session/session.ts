@@ -224,7 +224,7 @@ export class Session extends SocketWriter implements HubMember {
     } catch (err) {
       // Redis down or refusing: the operator should hear of it, not only the client.
       if (err instanceof BusUnavailableError || err instanceof BusRefusedError) this.log().warn({ err, channel }, 'subscribe failed')
-      this.send(errorFrame(toWireError(err)))
+      this.send(errorFrame(toWireError(err, channel)))
     }
   }
 
@@ -248,7 +248,7 @@ export class Session extends SocketWriter implements HubMember {
       for (const channel of [...this.channels]) {
         if (await access.allows(this.identity, this.grants, channel)) continue
         hub.leave(this, channel)
-        this.send(errorFrame(toWireError(new ChannelForbiddenError(JSON.stringify(channel)))))
+        this.send(errorFrame(toWireError(new ChannelForbiddenError(JSON.stringify(channel)), channel)))
       }
     } catch (err) {
       this.send(errorFrame(toWireError(err)))

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { Test } from 'tap'
 import redisBroadcast, { type RedisBroadcastOptions } from '../../plugin/index.js'
 import { TestClient } from './client.js'
@@ -21,7 +21,7 @@ export interface TestApp {
  * Starts an app with the plugin on a free port and closes it when the test ends, along with
  * every client it opened.
  */
-export async function build (t: Test, options: RedisBroadcastOptions = {}): Promise<TestApp> {
+export async function build (t: Test, options: RedisBroadcastOptions = {}, server: FastifyServerOptions = {}): Promise<TestApp> {
   const logs: LogLine[] = []
   const echo = process.env.TEST_LOG_LEVEL !== undefined
   const stream = {
@@ -30,7 +30,7 @@ export async function build (t: Test, options: RedisBroadcastOptions = {}): Prom
       if (echo) process.stderr.write(line)
     }
   }
-  const app = Fastify({ logger: { level: process.env.TEST_LOG_LEVEL ?? 'warn', stream } })
+  const app = Fastify({ logger: { level: process.env.TEST_LOG_LEVEL ?? 'warn', stream }, ...server })
   const clients: TestClient[] = []
   t.teardown(async () => {
     await Promise.all(clients.map((client) => client.close()))
