@@ -1,0 +1,96 @@
+import { BroadcastError } from './errors.js'
+import { call } from './emitter.js'
+import type { Position, ServerFrame, SubscribedInfo, SubscriptionHandlers } from './types.js'
+
+/** One channel of a `BroadcastClient`, as `client.subscribe()` returns it. */
+export interface Subscription {
+  readonly channel: string
+  /** Resolves at the first `subscribed` reply; rejects when the hub refuses the subscription, or it ends first. */
+  readonly ready: Promise<SubscribedInfo>
+  /** The last position seen on the channel (channels with history only). */
+  readonly position: Position | undefined
+  /** Stops the subscription; nothing more is delivered to its handlers. */
+  unsubscribe (): void
+}
+
+/**
+ * A subscription's state between reconnects: where its stream stands, so that a resume asks for
+ * exactly what comes after it and what arrives twice is dropped.
+ */
+export class ChannelSubscription implements Subscription {
+  readonly ready: Promise<SubscribedInfo>
+  position: Position | undefined
+  /** A subscribe retried after `FRB_BUS_UNAVAILABLE`, and how many in a row. */
+  retry: ReturnType<typeof setTimeout> | undefined
+  failures = 0
+  /** It had a `subscribed` reply: messages it later finds in the history without having seen them were missed. */
+  private synced = false
+  private settle!: { resolve: (info: SubscribedInfo) => void, reject: (error: BroadcastError) => void }
+
+  constructor (
+    readonly channel: string,
+    private readonly handlers: SubscriptionHandlers,
+    readonly unsubscribe: () => void
+  ) {
+    this.ready = new Promise((resolve, reject) => { this.settle = { resolve, reject } })
+    // Whoever does not await `ready` hears of a refusal through onError, not as an unhandled rejection.
+    this.ready.catch(() => {})
+  }
+
+  /** The subscribe frame: a resume from the last position seen, when there is one. */
+  frame (): string {
+    const { channel, position } = this
+    return JSON.stringify(position === undefined
+      ? { type: 'subscribe', channel }
+      : { type: 'subscribe', channel, since: position.offset, epoch: position.epoch })
+  }
+
+  subscribed ({ recovered, offset, epoch }: ServerFrame): void {
+    clearTimeout(this.retry)
+    this.failures = 0
+    const { channel, position } = this
+    const at = epoch === undefined ? undefined : { offset: offset as number, epoch }
+    const missed = recovered === false || (recovered === undefined && this.synced && position === undefined && at !== undefined && at.offset > 0)
+    if (missed) {
+      // Nothing was replayed; messages after the reply's offset follow. One already seen past it
+      // (same epoch) stays the mark, so it is not delivered again.
+      this.position = position !== undefined && at !== undefined && position.epoch === at.epoch && position.offset > at.offset ? position : at
+      call(this.handlers.onReset, { channel, ...this.position })
+    } else if (position === undefined) {
+      this.position = at
+    }
+    this.synced = true
+    const info: SubscribedInfo = { channel, ...at, ...recovered !== undefined && { recovered } }
+    this.settle.resolve(info)
+    call(this.handlers.onSubscribed, info)
+  }
+
+  message ({ data, offset, epoch, tags }: ServerFrame): void {
+    const { channel, position } = this
+    if (offset !== undefined && epoch !== undefined) {
+      // At-least-once: a resume or a repeated subscribe may send again what was already seen.
+      if (position?.epoch === epoch && offset <= position.offset) return
+      this.position = { offset, epoch }
+      // The history started again (expired or lost): whether anything before this message was
+      // lost cannot be told, so the application is told to reload.
+      if (position !== undefined && position.epoch !== epoch) call(this.handlers.onReset, { channel, offset: offset - 1, epoch })
+    }
+    call(this.handlers.onMessage, data, { channel, offset, epoch, ...tags !== undefined && { tags } })
+  }
+
+  presence ({ type, identity }: ServerFrame): void {
+    call(type === 'join' ? this.handlers.onJoin : this.handlers.onLeave, { channel: this.channel, identity })
+  }
+
+  /** The hub refused the subscription: it is over. */
+  fail (error: BroadcastError): void {
+    this.end(error)
+    call(this.handlers.onError, error)
+  }
+
+  /** Ended by the application or the client: a pending `ready` rejects; settled, it stays as it was. */
+  end (error: BroadcastError): void {
+    clearTimeout(this.retry)
+    this.settle.reject(error)
+  }
+}
