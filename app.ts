@@ -1,5 +1,5 @@
 import type { FastifyPluginAsync } from 'fastify'
-import redisBroadcast, { type RedisBroadcastOptions } from './plugin/index.js'
+import redisBroadcast, { redactingLogger, type RedisBroadcastOptions } from './plugin/index.js'
 
 /**
  * The service as `fastify start dist/app.js` runs it, configured from the environment
@@ -8,6 +8,12 @@ import redisBroadcast, { type RedisBroadcastOptions } from './plugin/index.js'
 const app: FastifyPluginAsync = async (fastify, _options) => {
   await fastify.register(redisBroadcast, optionsFromEnv(process.env))
 }
+
+/**
+ * Server options, which `fastify start --options` applies: tokens in query strings are kept out
+ * of every log line (a browser's `?token=`, on any path, a 404 included).
+ */
+export const options = { logger: redactingLogger }
 
 export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   const options: RedisBroadcastOptions = {}

@@ -143,3 +143,4 @@ export type {
 export type { BroadcastStatsSnapshot } from './stats.js'
 export type { Bus, BusHealth, BusMessageHandler } from './bus/bus.js'
 export * as errors from './errors.js'
+export { redactingLogger, redactSecrets } from './log-redaction.js'

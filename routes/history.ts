@@ -6,7 +6,7 @@ import type { Bus } from '../plugin/bus/bus.js'
 import type { HistorySettings } from '../plugin/history/settings.js'
 import type { ChannelAccess } from '../plugin/security/channel-access.js'
 import { HistoryUnavailableError } from '../plugin/errors.js'
-import { redactingLogSerializers } from './log-serializers.js'
+import { redactingLogSerializers } from '../plugin/log-redaction.js'
 
 export const MAX_HISTORY_LIMIT = 1000
 

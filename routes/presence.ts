@@ -5,7 +5,7 @@ import { ChannelName } from '../plugin/channel.js'
 import type { Presence } from '../plugin/presence/presence.js'
 import type { ChannelAccess } from '../plugin/security/channel-access.js'
 import { PresenceUnavailableError } from '../plugin/errors.js'
-import { redactingLogSerializers } from './log-serializers.js'
+import { redactingLogSerializers } from '../plugin/log-redaction.js'
 
 export const PresenceReply = Type.Object({
   channel: Type.String(),

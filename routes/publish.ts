@@ -7,7 +7,7 @@ import { BusUnavailableError } from '../plugin/errors.js'
 import type { Publisher } from '../plugin/publisher.js'
 import type { BroadcastResult } from '../plugin/types.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
-import { redactingLogSerializers } from './log-serializers.js'
+import { redactingLogSerializers } from '../plugin/log-redaction.js'
 
 export const PublishBody = Type.Object({
   channel: Type.Optional(ChannelName),

@@ -14,7 +14,7 @@ import { Session, type SessionContext } from '../plugin/session/session.js'
 import { listen } from '../plugin/session/listeners.js'
 import { frameWriter, releaseUpgradeResponse } from '../plugin/ws-internals.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
-import { redactingLogSerializers } from './log-serializers.js'
+import { redactingLogSerializers } from '../plugin/log-redaction.js'
 
 const channelList = `[A-Za-z0-9_.:-]{1,${CHANNEL_MAX_LENGTH}}`
 

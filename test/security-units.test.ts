@@ -3,7 +3,7 @@ import { isOriginAllowed } from '../plugin/security/origin.js'
 import { isGranted, isValidPattern } from '../plugin/security/grants.js'
 import { TokenBucket } from '../plugin/security/token-bucket.js'
 import { isLoopback, isLoopbackHost } from '../plugin/security/loopback.js'
-import { redactUrl } from '../routes/log-serializers.js'
+import { redactSecrets } from '../plugin/log-redaction.js'
 
 t.test('origins: same host by default, compared case-insensitively', async (t) => {
   const policy = { allowedOrigins: [], requireOrigin: false }
@@ -81,9 +81,12 @@ t.test('loopback addresses', async (t) => {
 })
 
 t.test('credentials in a query string are redacted, however they are spelled', async (t) => {
-  t.equal(redactUrl('/ws'), '/ws')
-  t.equal(redactUrl('/ws?channels=a,b'), '/ws?channels=a%2Cb')
-  t.equal(redactUrl('/ws?channels=a&token=abc.def'), '/ws?channels=a&token=[redacted]')
-  t.equal(redactUrl('/ws?%74oken=abc'), '/ws?token=[redacted]')
-  t.equal(redactUrl('/publish?KEY=k&Access_Token=t'), '/publish?KEY=[redacted]&Access_Token=[redacted]')
+  t.equal(redactSecrets('/ws'), '/ws')
+  t.equal(redactSecrets('/ws?channels=a,b'), '/ws?channels=a,b')
+  t.equal(redactSecrets('/ws?channels=a&token=abc.def'), '/ws?channels=a&token=[redacted]')
+  t.equal(redactSecrets('/ws?%74oken=abc'), '/ws?%74oken=[redacted]')
+  t.equal(redactSecrets('/ws?%zz=1&token=abc'), '/ws?%zz=1&token=[redacted]', 'a name that does not decode')
+  t.equal(redactSecrets('/publish?KEY=k&Access_Token=t'), '/publish?KEY=[redacted]&Access_Token=[redacted]')
+  t.equal(redactSecrets('Route GET://ws?token=abc.def not found'), 'Route GET://ws?token=[redacted] not found', 'in a message')
+  t.equal(redactSecrets('a=b and c'), 'a=b and c')
 })

@@ -118,3 +118,21 @@ t.test('a service with PUBLISH_KEY refuses publishes without it', async (t) => {
   t.equal(await publish({}), 401)
   t.equal(await publish({ authorization: 'Bearer service-key-0123456789' }), 202)
 })
+
+t.test('the service logs no token from a query string, on any path, a 404 included', async (t) => {
+  const service = await startService(t, { REDIS_URL: redis.url, JWT_SECRET: 'a-service-secret-of-32-characters' })
+  const secret = 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2VjcmV0LXNpZ25hdHVyZS12YWx1ZQ'
+  const signature = secret.split('.')[2]
+  const paths = ['/ws/', '/WS', '//ws', '/health', '/publish', '/nowhere', '/history/news', '/presence/news']
+  for (const path of paths) {
+    await fetch(`${service.url}${path}?channels=a&token=${secret}`)
+    await fetch(`${service.url}${path}?%74oken=${secret}&key=${secret}`)
+  }
+  await fetch(`${service.url}/publish?access_token=${secret}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"data":1}' })
+  // Every request above is logged ("incoming request"), so the last one's line says all are in.
+  const logged = (): string => service.output()
+  for (let i = 0; i < 100 && !logged().includes('access_token=[redacted]'); i++) await new Promise((resolve) => setTimeout(resolve, 50))
+  t.ok(logged().includes('token=[redacted]'), 'the requests were logged, redacted')
+  t.ok(logged().includes('not found'), 'a 404 was logged')
+  t.notOk(logged().includes(signature), 'no line holds the token')
+})

@@ -13,13 +13,13 @@ export interface Service {
   output: () => string
 }
 
-/** Runs the built service the way users do, `fastify start dist/app.js`, in a child process. */
+/** Runs the built service the way `npm start` does, `fastify start --options dist/app.js`, in a child process. */
 export async function startService (t: Test, env: Record<string, string>): Promise<Service> {
   const port = await freePort()
   const childEnv: Record<string, string | undefined> = { ...process.env, ...env, FASTIFY_ADDRESS: '127.0.0.1', PORT: String(port) }
   // The child runs compiled JavaScript; its coverage is not this suite's.
   delete childEnv.NODE_V8_COVERAGE
-  const child = spawn(process.execPath, [`${root}node_modules/fastify-cli/cli.js`, 'start', '-l', 'info', 'dist/app.js'], {
+  const child = spawn(process.execPath, [`${root}node_modules/fastify-cli/cli.js`, 'start', '--options', '-l', 'info', 'dist/app.js'], {
     cwd: root,
     env: childEnv,
     stdio: ['ignore', 'pipe', 'pipe']
