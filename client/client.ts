@@ -21,6 +21,8 @@ export interface BroadcastClientOptions {
   minReconnectDelay?: number
   /** The largest delay between two attempts, in ms. @default 20000 */
   maxReconnectDelay?: number
+  /** An attempt not open after this long is given up (a link that swallows the upgrade never fails on its own), in ms. @default 10000 */
+  connectTimeout?: number
   /** With no frame from the hub for this long, the client sends a ping, in ms. @default 25000 */
   pingInterval?: number
   /** With no frame at all this long after that ping, the link is taken for dead and replaced, in ms. @default 10000 */
@@ -114,6 +116,7 @@ export class BroadcastClient extends Emitter<ClientEvents> {
       WebSocket: (globalThis as { WebSocket?: WebSocketClass }).WebSocket as WebSocketClass,
       minReconnectDelay: 500,
       maxReconnectDelay: 20_000,
+      connectTimeout: 10_000,
       pingInterval: 25_000,
       pongTimeout: 10_000,
       refreshBefore: 10_000,
@@ -209,6 +212,7 @@ export class BroadcastClient extends Emitter<ClientEvents> {
     }
     this.socket = socket
     this.openedAt = 0
+    this.livenessTimer = setTimeout(() => this.drop(1006, 'not open within connectTimeout'), this.options.connectTimeout)
     let failure = ''
     // Every handler stays attached for the socket's whole life (ws throws an error event that has
     // no listener); one that is no longer current is ignored.
@@ -285,14 +289,16 @@ export class BroadcastClient extends Emitter<ClientEvents> {
     clearTimeout(this.livenessTimer)
     this.livenessTimer = setTimeout(() => {
       this.send({ type: 'ping' })
-      // A half-open link never reports its close: it is dropped here without waiting for one.
-      this.livenessTimer = setTimeout(() => {
-        const socket = this.socket as Socket
-        if (socket.terminate !== undefined) socket.terminate()
-        else socket.close()
-        this.closed(1006, 'no answer to a ping')
-      }, pongTimeout)
+      this.livenessTimer = setTimeout(() => this.drop(1006, 'no answer to a ping'), pongTimeout)
     }, pingInterval)
+  }
+
+  /** A half-open link never reports its close: the socket is dropped without waiting for one. */
+  private drop (code: number, reason: string): void {
+    const socket = this.socket as Socket
+    if (socket.terminate !== undefined) socket.terminate()
+    else socket.close()
+    this.closed(code, reason)
   }
 
   private armRefresh (token: string | undefined): void {
@@ -329,7 +335,7 @@ export class BroadcastClient extends Emitter<ClientEvents> {
         else subscription?.message(frame)
         break
       case 'subscribed':
-        subscription?.subscribed(frame)
+        if (subscription?.subscribed(frame) === true) this.send(subscription.frame())
         break
       case 'gap':
         // This instance lost messages it could not read back: a resume asks the history for them.

@@ -25,6 +25,11 @@ export class ChannelSubscription implements Subscription {
   failures = 0
   /** It had a `subscribed` reply: messages it later finds in the history without having seen them were missed. */
   private synced = false
+  /**
+   * A subscribe is on its way. Messages that arrive before its reply (live ones after a gap) are
+   * dropped: the reply's replay has them, in order, or the reply says they are lost.
+   */
+  private awaiting = false
   private settle!: { resolve: (info: SubscribedInfo) => void, reject: (error: BroadcastError) => void }
 
   constructor (
@@ -39,19 +44,27 @@ export class ChannelSubscription implements Subscription {
 
   /** The subscribe frame: a resume from the last position seen, when there is one. */
   frame (): string {
+    this.awaiting = true
     const { channel, position } = this
     return JSON.stringify(position === undefined
       ? { type: 'subscribe', channel }
       : { type: 'subscribe', channel, since: position.offset, epoch: position.epoch })
   }
 
-  subscribed ({ recovered, offset, epoch }: ServerFrame): void {
+  /** Handles a `subscribed` reply; true when the subscription must be asked for again (a resume from the start). */
+  subscribed ({ recovered, offset, epoch }: ServerFrame): boolean {
     clearTimeout(this.retry)
     this.failures = 0
+    this.awaiting = false
     const { channel, position } = this
     const at = epoch === undefined ? undefined : { offset: offset as number, epoch }
-    const missed = recovered === false || (recovered === undefined && this.synced && position === undefined && at !== undefined && at.offset > 0)
-    if (missed) {
+    if (recovered === undefined && this.synced && position === undefined && at !== undefined) {
+      // The channel had no history when this subscription last stood, and has one now: all of it
+      // came since, unseen. A resume from its start replays it (or says it cannot).
+      this.position = { offset: 0, epoch: at.epoch }
+      return true
+    }
+    if (recovered === false) {
       // Nothing was replayed; messages after the reply's offset follow. One already seen past it
       // (same epoch) stays the mark, so it is not delivered again.
       this.position = position !== undefined && at !== undefined && position.epoch === at.epoch && position.offset > at.offset ? position : at
@@ -63,10 +76,12 @@ export class ChannelSubscription implements Subscription {
     const info: SubscribedInfo = { channel, ...at, ...recovered !== undefined && { recovered } }
     this.settle.resolve(info)
     call(this.handlers.onSubscribed, info)
+    return false
   }
 
   message ({ data, offset, epoch, tags }: ServerFrame): void {
     const { channel, position } = this
+    if (this.awaiting) return
     if (offset !== undefined && epoch !== undefined) {
       // At-least-once: a resume or a repeated subscribe may send again what was already seen.
       if (position?.epoch === epoch && offset <= position.offset) return
