@@ -55,6 +55,7 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.probeInterval = integer('PROBE_INTERVAL')
   options.probeTimeout = integer('PROBE_TIMEOUT')
   options.closeTimeout = integer('CLOSE_TIMEOUT')
+  options.handshakeTimeout = integer('HANDSHAKE_TIMEOUT')
   options.history = { size: integer('HISTORY_SIZE'), ttl: integer('HISTORY_TTL'), maxReplay: integer('MAX_REPLAY') }
   options.idempotencyWindow = integer('IDEMPOTENCY_WINDOW')
   // An empty variable means "unset", so `-` says "no channel".

@@ -18,6 +18,8 @@ import { registerJwt } from './security/jwt.js'
 import { createAuthenticator } from './security/connect-auth.js'
 import { createChannelAccess } from './security/channel-access.js'
 import { createPublishGuard } from './security/publish-auth.js'
+import { ConnectionCapacity } from './security/capacity.js'
+import { watchPendingRequests } from './security/pending-requests.js'
 import { registerWebsocketServer } from './websocket-server.js'
 import { endUpgradesWhileClosing } from './ws-internals.js'
 import websocketRoute from '../routes/websocket.js'
@@ -91,6 +93,10 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const access = createChannelAccess(authenticator, options.canSubscribe)
   const ownsErrorHandler = await registerWebsocketServer(fastify, options)
   if (options.websocketPath !== false) {
+    const capacity = new ConnectionCapacity({ maxConnections: options.maxConnections, maxConnectionsPerIp: options.maxConnectionsPerIp })
+    const pending = watchPendingRequests(fastify.server, { timeout: options.handshakeTimeout, admits: (stale) => stale === 0 || capacity.hasRoom(stale) })
+    capacity.stalePending = pending.stale
+    fastify.addHook('onClose', async () => { pending.stop() })
     await fastify.register(websocketRoute, {
       path: options.websocketPath,
       sessions: {
@@ -109,7 +115,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
         }
       },
       originPolicy: { allowedOrigins: options.allowedOrigins, requireOrigin: options.requireOrigin },
-      capacity: { maxConnections: options.maxConnections, maxConnectionsPerIp: options.maxConnectionsPerIp },
+      capacity,
       heartbeat: options.heartbeatInterval > 0,
       rateLimit: options.rateLimit.upgrade,
       ownsErrorHandler

@@ -61,6 +61,7 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   heartbeatTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long a ping may go unanswered before the connection is terminated, in milliseconds' }),
   probeInterval: Type.Integer({ minimum: 0, default: 30000, description: 'How often the Redis subscriber connection is probed, in milliseconds (0: never)' }),
   probeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a probe may take before the subscriber connection is torn down and reopened, in milliseconds' }),
+  handshakeTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long a new connection may take to send its complete first request (a WebSocket\'s upgrade request) before it is cut, in milliseconds' }),
   closeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a closing connection may take to answer the close handshake before it is terminated, in milliseconds' }),
   clientByteRate: Type.Integer({ minimum: 1, default: 65536, description: 'Bytes per second a client may send, sustained (bursts up to twice maxPayload)' }),
   history: Type.Object({

@@ -126,6 +126,12 @@ export interface RedisBroadcastOptions {
   probeInterval?: number
   /** How long a probe may take before the subscriber connection is torn down and reopened, in milliseconds. @default 5000 */
   probeTimeout?: number
+  /**
+   * How long a new connection may take to send its complete first request (a WebSocket's upgrade
+   * request) before it is cut, in milliseconds; connections still waiting after a second count
+   * against maxConnections. @default 10000
+   */
+  handshakeTimeout?: number
   /** How long a closing connection may take to answer the close handshake before it is terminated, in milliseconds. @default 5000 */
   closeTimeout?: number
   /** Message history: in Redis Streams, or in memory with the in-process bus. */

@@ -3,7 +3,8 @@ import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ChannelName } from '../plugin/channel.js'
 import { IdempotencyKey } from '../plugin/history/idempotency.js'
-import { BusUnavailableError } from '../plugin/errors.js'
+import { BusUnavailableError, InvalidDataError } from '../plugin/errors.js'
+import { holdsNonFiniteNumber } from '../plugin/json-numbers.js'
 import type { Publisher } from '../plugin/publisher.js'
 import type { BroadcastResult } from '../plugin/types.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
@@ -51,6 +52,19 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
   // TypeBox checks the body as it is: Ajv's default type coercion would turn `"channel": 42` into "42".
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   const config = await enableRateLimit(instance, rateLimit)
+  // Fastify's own JSON parser (and the app's prototype-poisoning settings), plus a check for
+  // numbers that JSON cannot carry: `1e309` parses as Infinity and would be sent as null.
+  const parseJson = instance.getDefaultJsonParser(instance.initialConfig.onProtoPoisoning ?? 'error', instance.initialConfig.onConstructorPoisoning ?? 'error')
+  instance.removeContentTypeParser('application/json')
+  instance.addContentTypeParser('application/json', { parseAs: 'string' }, (request, text, done) => {
+    parseJson(request, text as string, (err: Error | null, value?: unknown) => {
+      if (err === null && holdsNonFiniteNumber(text as string, value)) {
+        done(new InvalidDataError('it holds a number beyond what JSON can carry (such as 1e309), which would arrive as null'), undefined)
+      } else {
+        done(err, value)
+      }
+    })
+  })
   fastify.post(path, {
     bodyLimit,
     config,

@@ -8,7 +8,7 @@ import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
 import { CLOSE_GOING_AWAY } from '../plugin/close-codes.js'
 import { OriginForbiddenError } from '../plugin/errors.js'
 import type { ConnectionAuth } from '../plugin/types.js'
-import { ConnectionCapacity, type CapacityLimits } from '../plugin/security/capacity.js'
+import type { ConnectionCapacity } from '../plugin/security/capacity.js'
 import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js'
 import { Session, type SessionContext } from '../plugin/session/session.js'
 import { listen } from '../plugin/session/listeners.js'
@@ -30,7 +30,7 @@ interface WebsocketRouteOptions {
   path: string
   sessions: SessionContext
   originPolicy: OriginPolicy
-  capacity: CapacityLimits
+  capacity: ConnectionCapacity
   /** Whether the heartbeat runs, so pongs must be noted. */
   heartbeat: boolean
   rateLimit: RateLimitSetting | undefined
@@ -49,10 +49,9 @@ interface Upgrade {
  * socket to a Session, which speaks the frame protocol of README.md.
  */
 const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instance, options) => {
-  const { path, sessions, originPolicy, heartbeat, ownsErrorHandler } = options
+  const { path, sessions, originPolicy, capacity, heartbeat, ownsErrorHandler } = options
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   const config = await enableRateLimit(instance, options.rateLimit)
-  const capacity = new ConnectionCapacity(options.capacity)
   const upgrades = new WeakMap<FastifyRequest, Upgrade>()
 
   fastify.get(path, {
@@ -62,7 +61,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     // A browser's token may ride in the query string: keep it out of the logs.
     logSerializers: redactingLogSerializers,
     onRequest: async (request) => {
-      if (!isOriginAllowed(request.headers.origin, request.headers.host, originPolicy)) {
+      if (!isOriginAllowed(request.headers.origin, request.headers.host, originPolicy, request.protocol === 'https')) {
         throw new OriginForbiddenError(JSON.stringify(request.headers.origin ?? '(none)'))
       }
       if (capacity.enabled && request.ws) capacity.admit(request)

@@ -1,5 +1,7 @@
 import t from 'tap'
 import { createRequire } from 'node:module'
+import { connect as tcpConnect, type Socket } from 'node:net'
+import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
 import { TestClient, refusedUpgrade, wsUrl } from './helpers/client.js'
@@ -28,6 +30,9 @@ t.test('origins: same host, allowed list, evil origin, substring trick, null, mi
     t.teardown(() => client.close())
   }
   t.pass('listed origins and pattern matches are accepted')
+  for (const origin of [`ftp://${host}`, `ws://${host}`, `chrome-extension://${host}`]) {
+    t.equal((await refusedUpgrade(wsUrl(own.url), { origin })).status, 403, `${origin}: the default policy checks the scheme`)
+  }
   for (const origin of ['https://app.example.com.evil.example', 'https://evilexample.org', 'http://app.example.com', 'null', `http://${new URL(listed.url).host}`]) {
     t.equal((await refusedUpgrade(wsUrl(listed.url), { origin })).status, 403, origin)
   }
@@ -138,4 +143,48 @@ t.test('the installed ws has the fragment-flood fix (8.21.0 or newer)', async (t
   const version = (createRequire(import.meta.url)('ws/package.json') as { version: string }).version
   const [major, minor] = version.split('.').map(Number)
   t.ok(major > 8 || (major === 8 && minor >= 21), `ws ${version} must be >= 8.21.0`)
+})
+
+/** A raw TCP connection to the app that sends `head` (part of a request, or nothing) and waits. */
+async function openRaw (url: string, head = ''): Promise<Socket> {
+  const { port } = new URL(url)
+  const socket = tcpConnect(Number(port), '127.0.0.1')
+  socket.on('error', () => {})
+  await once(socket, 'connect')
+  if (head !== '') socket.write(head)
+  return socket
+}
+
+t.test('a connection that trickles its upgrade request is cut after handshakeTimeout', async (t) => {
+  const { url } = await build(t, { redis: redis.url, handshakeTimeout: 1500 })
+  const slow = await openRaw(url, 'GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n')
+  const silent = await openRaw(url)
+  const closed = Promise.all([once(slow, 'close'), once(silent, 'close')])
+  // One header line every 200 ms keeps Node's own timers from firing for over a minute.
+  const trickle = setInterval(() => { if (!slow.destroyed) slow.write(`X-Pad-${Date.now()}: 1\r\n`) }, 200)
+  t.teardown(() => { clearInterval(trickle); slow.destroy(); silent.destroy() })
+  const started = Date.now()
+  const outcome = await Promise.race([closed.then(() => 'closed'), sleep(20_000).then(() => 'still open')])
+  t.equal(outcome, 'closed', 'both were cut by the server')
+  t.ok(Date.now() - started >= 1000, 'not before the timeout')
+  const client = await TestClient.connect(wsUrl(url))
+  t.teardown(() => client.close())
+  t.equal(client.socket.readyState, 1, 'a prompt upgrade is not affected')
+})
+
+t.test('connections pending past a second count against maxConnections', async (t) => {
+  const { url, app } = await build(t, { redis: redis.url, maxConnections: 3, handshakeTimeout: 60_000 })
+  const idle = await Promise.all([openRaw(url), openRaw(url), openRaw(url, 'GET /ws HTTP/1.1\r\n')])
+  t.teardown(() => { for (const socket of idle) socket.destroy() })
+  await sleep(1500)
+  const refused = await openRaw(url)
+  const outcome = await Promise.race([once(refused, 'close').then(() => 'cut'), sleep(10_000).then(() => 'kept')])
+  t.equal(outcome, 'cut', 'a fourth connection is cut at once: three are held pending')
+  t.equal(app.broadcastConnections.size, 0)
+  idle[0].destroy()
+  idle[1].destroy()
+  await sleep(200)
+  const client = await TestClient.connect(wsUrl(url))
+  t.teardown(() => client.close())
+  t.equal(client.socket.readyState, 1, 'room again once pending ones left')
 })

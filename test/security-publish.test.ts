@@ -126,3 +126,19 @@ t.test('an app that registered @fastify/rate-limit itself keeps it, and the publ
   t.same([await send(), await send()], [202, 429])
   await app.close()
 })
+
+t.test('numbers JSON cannot carry are refused with a code, not published as null', async (t) => {
+  const { connect, publish } = await build(t, { redis: redis.url })
+  const client = await connect('?channels=news')
+  await client.waitFor((f) => f.type === 'subscribed')
+  for (const body of ['{"channel":"news","data":1e309}', '{"channel":"news","data":[1,{"a":-1E+400}]}', '[{"channel":"news","data":1},{"channel":"news","data":1e999}]', `{"channel":"news","data":${'9'.repeat(400)}}`]) {
+    const response = await publish(body)
+    t.equal(response.status, 400, body.slice(0, 60))
+    t.match(await response.json(), { code: 'FRB_INVALID_DATA', message: /1e309/ })
+  }
+  const proto = await publish('{"channel":"news","data":1,"__proto__":{"polluted":true}}')
+  t.equal(proto.status, 400, 'Fastify\'s prototype-poisoning check still applies')
+  for (const body of ['{"channel":"news","data":"1e309"}', '{"channel":"news","data":1e308}']) t.equal((await publish(body)).status, 202, body)
+  t.same((await client.messages(2)).map((m) => m.data), ['1e309', 1e308], 'only the carryable ones arrived')
+  t.same(plain(await quietFor(client, 200)).length, 2, 'and nothing else')
+})

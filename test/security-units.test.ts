@@ -19,6 +19,16 @@ t.test('origins: same host by default, compared case-insensitively', async (t) =
   t.notOk(isOriginAllowed(undefined, 'hub.example.com', { ...policy, requireOrigin: true }))
 })
 
+t.test('origins: the default policy checks the scheme too', async (t) => {
+  const policy = { allowedOrigins: [], requireOrigin: false }
+  for (const scheme of ['ftp', 'ws', 'wss', 'chrome-extension', 'gopher']) {
+    t.notOk(isOriginAllowed(`${scheme}://hub.example.com`, 'hub.example.com', policy), `${scheme}: is no web page of this site`)
+  }
+  t.notOk(isOriginAllowed('http://hub.example.com', 'hub.example.com', policy, true), 'an http page may not reach a TLS socket')
+  t.ok(isOriginAllowed('https://hub.example.com', 'hub.example.com', policy, true))
+  t.ok(isOriginAllowed('https://hub.example.com', 'hub.example.com', policy, false), 'TLS ended by a proxy in front')
+})
+
 t.test('origins: an allow-list of exact origins and *. patterns, with no substring tricks', async (t) => {
   const policy = { allowedOrigins: ['https://app.example.com', 'https://*.example.org', 'http://localhost:5173'], requireOrigin: false }
   t.ok(isOriginAllowed('https://app.example.com', 'hub', policy))

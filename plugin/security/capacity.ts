@@ -16,7 +16,15 @@ export class ConnectionCapacity {
   private open = 0
   private readonly perIp = new Map<string, number>()
 
+  /** Connections that have sent no complete request past a short grace (pending-requests.ts): they count too. */
+  stalePending: () => number = () => 0
+
   constructor (private readonly limits: CapacityLimits) {}
+
+  /** Whether the instance has room for one more connection, with `stalePending` pending ones. */
+  hasRoom (stalePending = this.stalePending()): boolean {
+    return this.limits.maxConnections === 0 || this.open + stalePending < this.limits.maxConnections
+  }
 
   get enabled (): boolean {
     return this.limits.maxConnections > 0 || this.limits.maxConnectionsPerIp > 0
@@ -27,8 +35,8 @@ export class ConnectionCapacity {
     /* c8 ignore next -- a client gone before the hook ran would never emit 'close' to free its slot */
     if (request.raw.socket.destroyed) return
     const { ip } = request
-    const { maxConnections, maxConnectionsPerIp } = this.limits
-    if (maxConnections > 0 && this.open >= maxConnections) throw new ServerFullError()
+    const { maxConnectionsPerIp } = this.limits
+    if (!this.hasRoom()) throw new ServerFullError()
     const fromIp = this.perIp.get(ip) ?? 0
     if (maxConnectionsPerIp > 0 && fromIp >= maxConnectionsPerIp) throw new TooManyConnectionsError()
     this.open++

@@ -9,12 +9,21 @@ export interface OriginPolicy {
   requireOrigin: boolean
 }
 
-export function isOriginAllowed (origin: string | undefined, host: string | undefined, policy: OriginPolicy): boolean {
+/**
+ * `host` is the Host the upgrade was sent to, `secure` whether it came over TLS (directly, or
+ * through a proxy that trustProxy trusts to say so).
+ */
+export function isOriginAllowed (origin: string | undefined, host: string | undefined, policy: OriginPolicy, secure = false): boolean {
   if (origin === undefined) return !policy.requireOrigin
   const parsed = parseOrigin(origin)
   if (parsed === undefined) return false
   if (policy.allowedOrigins.length === 0) {
-    return host !== undefined && parsed.host === host.toLowerCase()
+    // The page must come from this very site: its host, and a web scheme. Over TLS, only an
+    // https page: a page served over plain http (which anyone on the path can rewrite) must not
+    // reach a socket that its https twin would. Over plain http both are accepted, as a proxy
+    // that ends TLS in front of this server makes https pages arrive as plain requests.
+    const schemeFits = parsed.protocol === 'https:' || (parsed.protocol === 'http:' && !secure)
+    return schemeFits && host !== undefined && parsed.host === host.toLowerCase()
   }
   return policy.allowedOrigins.some((allowed) => matches(parsed, allowed))
 }

@@ -1,0 +1,21 @@
+// JSON.parse turns a number too large for a double (`1e309`) into Infinity, and JSON.stringify
+// writes Infinity as `null`: such a number would be published as null without a word.
+
+/** Only a number with a three-digit exponent or 309 digits can overflow: most bodies skip the walk. */
+const MAY_OVERFLOW = /[eE][+]?\d{3}|\d{309}/
+
+/** Whether a parsed JSON body, whose text is `text`, holds a number JSON cannot carry. */
+export function holdsNonFiniteNumber (text: string, value: unknown): boolean {
+  if (!MAY_OVERFLOW.test(text)) return false
+  // Iterative: a body nested thousands deep must not overflow the stack.
+  const pending: unknown[] = [value]
+  while (pending.length > 0) {
+    const item = pending.pop()
+    if (typeof item === 'number') {
+      if (!Number.isFinite(item)) return true
+    } else if (item !== null && typeof item === 'object') {
+      for (const child of Object.values(item)) pending.push(child)
+    }
+  }
+  return false
+}
