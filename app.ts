@@ -60,7 +60,12 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.idempotencyWindow = integer('IDEMPOTENCY_WINDOW')
   // An empty variable means "unset", so `-` says "no channel".
   const patterns = (name: string): string[] | undefined => text(name) === '-' ? [] : list(name)
-  options.presence = { channels: patterns('PRESENCE_CHANNELS'), events: patterns('PRESENCE_EVENTS'), ttl: integer('PRESENCE_TTL') }
+  options.presence = {
+    channels: patterns('PRESENCE_CHANNELS'),
+    events: patterns('PRESENCE_EVENTS'),
+    ttl: integer('PRESENCE_TTL'),
+    anonymous: text('PRESENCE_ANONYMOUS') === 'true' ? true : undefined
+  }
   const upgrades = integer('UPGRADE_RATE_LIMIT')
   const publishes = integer('PUBLISH_RATE_LIMIT')
   options.rateLimit = {

@@ -115,7 +115,7 @@ export class Hub<Member extends HubMember = HubMember> {
     try {
       await this.subscriptions.get(channel)
       // The subscribed reply waits for presence too: a client that is subscribed is listed.
-      const listed = this.presence?.tracks(channel) === true && member.channels.has(channel)
+      const listed = this.presence?.tracksMember(channel, member.identity) === true && member.channels.has(channel)
         ? this.presence.join(channel, presenceIdentity(member.identity, member.id), member)
         : undefined
       if (keepsHistory) {
@@ -135,7 +135,7 @@ export class Hub<Member extends HubMember = HubMember> {
   leave (member: Member, channel: string): void {
     if (!member.channels.delete(channel)) return
     member.stopSync(channel)
-    if (this.presence?.tracks(channel) === true) this.presence.leave(channel, presenceIdentity(member.identity, member.id), member)
+    if (this.presence?.tracksMember(channel, member.identity) === true) this.presence.leave(channel, presenceIdentity(member.identity, member.id), member)
     const listeners = this.listeners.get(channel)
     /* c8 ignore next -- a member's channels and the listener map change together */
     if (listeners === undefined) return

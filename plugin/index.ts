@@ -53,7 +53,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const presence = new Presence(presenceStore, {
     tracked: (channel) => isGranted(options.presence.channels, channel),
     events: (channel) => isGranted(options.presence.events, channel),
-    ttl: options.presence.ttl
+    ttl: options.presence.ttl,
+    anonymous: options.presence.anonymous
   }, fastify.log)
   if (options.presence.channels.length > 0) hub.presence = presence
   const publisher = createPublisher(bus, { maxMessageBytes: options.maxMessageBytes, maxBatchSize: options.maxBatchSize, historyOf }, stats)

@@ -74,7 +74,8 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   presence: Type.Object({
     channels: ChannelPatterns('Channels whose members are tracked (`*`: all; empty: none)', ['*']),
     events: ChannelPatterns('Channels whose subscribers get join and leave frames', []),
-    ttl: Type.Integer({ minimum: 1, default: 30000, description: 'How long a crashed instance\'s members stay listed, in milliseconds' })
+    ttl: Type.Integer({ minimum: 1, default: 30000, description: 'How long a crashed instance\'s members stay listed, in milliseconds' }),
+    anonymous: Type.Boolean({ default: false, description: 'Also track connections without an identity (no auth configured), each under its connection id' })
   }, { default: {}, additionalProperties: false, description: 'Who is subscribed to a channel, across instances' }),
   rateLimit: Type.Object({
     upgrade: Type.Optional(RateLimit),

@@ -155,6 +155,12 @@ export interface RedisBroadcastOptions {
     events?: string[]
     /** How long a crashed instance's members stay listed, in milliseconds. @default 30000 */
     ttl?: number
+    /**
+     * Also track connections without an identity (no auth configured), each under its connection
+     * id. Off by default: on an open service every anonymous connection would cost Redis work on
+     * each of its channels for as long as it stays. @default false
+     */
+    anonymous?: boolean
   }
   /** Per-IP rate limits through @fastify/rate-limit; off unless set. @default {} */
   rateLimit?: {

@@ -54,7 +54,7 @@ t.test('a connection that leaves while its subscription is being confirmed is ne
   const log = Fastify({ logger: false }).log
   const hub = new Hub(bus, log, POLICY, new BroadcastStats())
   const store = new MemoryPresenceStore(async () => {})
-  hub.presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 1000 }, log)
+  hub.presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 1000, anonymous: true }, log)
   await bus.start((channel, payload) => hub.deliver(channel, payload))
   const connection = new StandIn('one')
   hub.add(connection)

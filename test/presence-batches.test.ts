@@ -19,7 +19,7 @@ t.test('while an update is in flight, changes wait in one batch, and refreshes d
     },
     async members () { return [] }
   }
-  const presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 30 }, Fastify({ logger: false }).log)
+  const presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 30, anonymous: true }, Fastify({ logger: false }).log)
   presence.start()
   t.teardown(async () => {
     holding = false

@@ -71,11 +71,11 @@ t.test('without events for a channel, presence is tracked but no frame is sent',
 })
 
 t.test('a clean close removes the instance\'s users at once; a kill -9 removes them within the TTL', async (t) => {
-  const observer = await build(t, { redis: redis.url, presence: { events: ['lobby'], ttl: 1000 } })
+  const observer = await build(t, { redis: redis.url, presence: { events: ['lobby'], ttl: 1000, anonymous: true } })
   const watcher = await observer.connect('?channels=lobby')
   await watcher.waitFor((f) => f.type === 'subscribed')
 
-  const clean = await build(t, { redis: redis.url, presence: { ttl: 1000 } })
+  const clean = await build(t, { redis: redis.url, presence: { ttl: 1000, anonymous: true } })
   const guest = await clean.connect('?channels=lobby')
   await guest.waitFor((f) => f.type === 'subscribed')
   t.equal((await presenceOf(observer, 'lobby')).count, 2, 'anonymous clients count by connection')
@@ -127,7 +127,7 @@ t.test('on the memory bus, presence works within the one instance', async (t) =>
 })
 
 t.test('members deleted from Redis come back with the next refresh; an update Redis cannot take is logged', async (t) => {
-  const app = await build(t, { redis: redis.url, presence: { ttl: 600 } })
+  const app = await build(t, { redis: redis.url, presence: { ttl: 600, anonymous: true } })
   const client = await app.connect('?channels=flaky')
   await client.waitFor((f) => f.type === 'subscribed')
   await redis.client().del('frb:p:flaky', 'frb:pc:flaky')
@@ -137,7 +137,7 @@ t.test('members deleted from Redis come back with the next refresh; an update Re
 
   const ownClient = new Redis(redis.url, { enableOfflineQueue: false })
   t.teardown(() => ownClient.disconnect())
-  const cut = await build(t, { redis: ownClient })
+  const cut = await build(t, { redis: ownClient, presence: { anonymous: true } })
   const other = await cut.connect()
   ownClient.disconnect()
   other.send({ type: 'subscribe', channel: 'elsewhere' })
@@ -152,4 +152,40 @@ t.test('a connection\'s presence identity: the token\'s sub, a plain identity, e
   t.equal(presenceIdentity(Number.NaN, 'c1'), '"c1"')
   t.equal(presenceIdentity({ sub: 7 }, 'c1'), '"c1"', 'a sub that is not a string is not an identity')
   t.equal(presenceIdentity(undefined, 'c1'), '"c1"', 'anonymous: the connection id')
+})
+
+t.test('by default, anonymous connections are not tracked: no presence work in Redis for an open service', async (t) => {
+  const app = await build(t, { redis: redis.url })
+  const clients = await Promise.all(Array.from({ length: 5 }, async () => await app.connect(`?channels=${Array.from({ length: 20 }, (_, i) => `anon-${i}`).join(',')}`)))
+  for (const client of clients) await client.waitFor((f) => f.type === 'subscribed' && f.channel === 'anon-19')
+  t.equal((await presenceOf(app, 'anon-0')).count, 0, 'nobody is listed')
+  t.same(await redis.client().keys('frb:p*:anon-*'), [], 'no presence key was written')
+  const tracked = await build(t, { redis: redis.url, presence: { anonymous: true } })
+  const client = await tracked.connect('?channels=anon-tracked')
+  await client.waitFor((f) => f.type === 'subscribed')
+  t.equal((await presenceOf(tracked, 'anon-tracked')).count, 1, 'presence.anonymous: true tracks them, by connection')
+})
+
+t.test('a client flapping its subscription does not flood the channel with join and leave frames', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET }, presence: { events: ['room'] } })
+  const watcher = await join(app, 'watcher', 'room')
+  const flapper = await join(app, 'flapper', 'quiet')
+  // 3 s of subscribe and unsubscribe, as fast as the frame budget lets one client go (~170 a second).
+  const until = Date.now() + 3000
+  let frames = 0
+  while (Date.now() < until) {
+    flapper.send({ type: 'subscribe', channel: 'room' })
+    flapper.send({ type: 'unsubscribe', channel: 'room' })
+    frames += 2
+    await sleep(12)
+  }
+  await flapper.waitFor((f) => f.type === 'unsubscribed' && f.channel === 'room', { from: flapper.frames.length - 1 })
+  await sleep(1500)
+  const seen = events(watcher).filter(([, identity]) => identity === 'flapper')
+  t.ok(frames > 300, `the flapper sent ${frames} frames`)
+  // A burst of 4 changes, then about one a second: at most 4 + 4.5 over 4.5 s, whatever the frame rate.
+  t.ok(seen.length <= 10, `the watcher saw ${seen.length} presence frames of the flapper (259 + 259 before)`)
+  t.equal(seen.length % 2, 0, 'joins and leaves pair up')
+  t.same(seen.at(-1)?.[0] ?? 'leave', 'leave', 'the last word is a leave: the flapper is gone')
+  t.same((await presenceOf(app, 'room')).members, ['watcher'], 'only the watcher is listed')
 })

@@ -84,7 +84,8 @@ t.test('the service app maps every environment variable to its option', async (t
     IDEMPOTENCY_WINDOW: '30000',
     PRESENCE_CHANNELS: 'room.*,lobby',
     PRESENCE_EVENTS: 'room.*',
-    PRESENCE_TTL: '10000'
+    PRESENCE_TTL: '10000',
+    PRESENCE_ANONYMOUS: 'true'
   }), {
     redis: 'redis://r:6379',
     publishKeys: ['key-one-0123456789', 'key-two-0123456789'],
@@ -104,7 +105,7 @@ t.test('the service app maps every environment variable to its option', async (t
     rateLimit: { upgrade: { max: 60, timeWindow: 60_000 }, publish: { max: 600, timeWindow: 60_000 } },
     history: { size: 500, ttl: 60000, maxReplay: 1000 },
     idempotencyWindow: 30000,
-    presence: { channels: ['room.*', 'lobby'], events: ['room.*'], ttl: 10000 }
+    presence: { channels: ['room.*', 'lobby'], events: ['room.*'], ttl: 10000, anonymous: true }
   })
   t.same(optionsFromEnv({ PRESENCE_CHANNELS: '-' }).presence, { channels: [] }, 'PRESENCE_CHANNELS=- tracks no channel')
   t.same(optionsFromEnv({ JWT_PUBLIC_KEY: '-----BEGIN PUBLIC KEY-----\\nabc\\n-----END PUBLIC KEY-----' }).jwt,

@@ -19,4 +19,9 @@ export class TokenBucket {
     this.tokens -= count
     return true
   }
+
+  /** Whether the bucket has refilled to its burst: it then holds nothing a new one would not. */
+  isFull (now = Date.now()): boolean {
+    return this.tokens + ((now - this.updatedAt) / 1000) * this.perSecond >= this.burst
+  }
 }
