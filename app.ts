@@ -43,6 +43,7 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.clientFrameRate = integer('CLIENT_FRAME_RATE')
   options.clientFrameBurst = integer('CLIENT_FRAME_BURST')
   options.clientByteRate = integer('CLIENT_BYTE_RATE')
+  options.clientResumeRate = integer('CLIENT_RESUME_RATE')
   options.publishBodyLimit = integer('PUBLISH_BODY_LIMIT')
   options.maxMessageBytes = integer('MAX_MESSAGE_BYTES')
   options.maxBatchSize = integer('MAX_BATCH_SIZE')
@@ -56,7 +57,7 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   options.probeTimeout = integer('PROBE_TIMEOUT')
   options.closeTimeout = integer('CLOSE_TIMEOUT')
   options.handshakeTimeout = integer('HANDSHAKE_TIMEOUT')
-  options.history = { size: integer('HISTORY_SIZE'), ttl: integer('HISTORY_TTL'), maxReplay: integer('MAX_REPLAY') }
+  options.history = { size: integer('HISTORY_SIZE'), ttl: integer('HISTORY_TTL'), maxReplay: integer('MAX_REPLAY'), maxReadBytes: integer('MAX_HISTORY_BYTES') }
   options.idempotencyWindow = integer('IDEMPOTENCY_WINDOW')
   // An empty variable means "unset", so `-` says "no channel".
   const patterns = (name: string): string[] | undefined => text(name) === '-' ? [] : list(name)

@@ -9,6 +9,8 @@ import type { Position } from './history/sequence.js'
 export interface Resume {
   since: number
   epoch: string
+  /** Over the connection's resume budget: answered from the position alone, with recovered: false. */
+  throttled?: true
 }
 
 /** How a subscription starts: the channel's position, and whether a resume was honoured. */

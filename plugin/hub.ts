@@ -39,6 +39,8 @@ export interface HubPolicy {
   historyOf: (channel: string) => HistorySettings
   /** The most messages a resuming subscriber is sent, and that a gap repair reads back. */
   maxReplay: number
+  /** The most bytes of frames a resuming subscriber is sent. */
+  maxReplayBytes: number
 }
 
 /**
@@ -74,7 +76,7 @@ export class Hub<Member extends HubMember = HubMember> {
       fetch: async (channel, since, limit) => await this.bus.readHistory(channel, { since, limit }),
       reportGap: (channel) => { this.deliver(channel, Buffer.from(gapFrame(channel))) }
     }, policy.maxReplay, stats, log)
-    this.replayer = new Replayer(bus, this.liveOrder, policy.maxReplay, stats)
+    this.replayer = new Replayer(bus, this.liveOrder, { maxReplay: policy.maxReplay, maxBytes: policy.maxReplayBytes }, stats)
   }
 
   /** How many channels this instance listens on: each is one Redis subscription. */

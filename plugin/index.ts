@@ -49,7 +49,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const stats = new BroadcastStats()
   const { bus, presenceStore } = createBus(fastify, options, stats)
   const historyOf = historySettings(options.history, options.history.rules)
-  const hub = new Hub<Session>(bus, fastify.log, { historyOf, maxReplay: options.history.maxReplay }, stats)
+  const hub = new Hub<Session>(bus, fastify.log, { historyOf, maxReplay: options.history.maxReplay, maxReplayBytes: options.history.maxReadBytes }, stats)
   const presence = new Presence(presenceStore, {
     tracked: (channel) => isGranted(options.presence.channels, channel),
     events: (channel) => isGranted(options.presence.events, channel),
@@ -110,6 +110,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
           frameRate: options.clientFrameRate,
           frameBurst: options.clientFrameBurst,
           byteRate: options.clientByteRate,
+          resumeRate: options.clientResumeRate,
           byteBurst: Math.max(2 * options.maxPayload, options.clientByteRate),
           slowConsumerBytes: options.slowConsumerBytes,
           slowConsumerTimeout: options.slowConsumerTimeout
@@ -132,7 +133,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       rateLimit: options.rateLimit.publish
     })
   }
-  if (options.historyPath !== false) await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, access })
+  if (options.historyPath !== false) await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, access, maxBytes: options.history.maxReadBytes })
   if (options.presencePath !== false) await fastify.register(presenceRoute, { path: options.presencePath, presence, access })
   if (options.healthPath !== false) await fastify.register(healthRoute, { path: options.healthPath, bus })
 }

@@ -63,12 +63,14 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   probeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a probe may take before the subscriber connection is torn down and reopened, in milliseconds' }),
   handshakeTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long a new connection may take to send its complete first request (a WebSocket\'s upgrade request) before it is cut, in milliseconds' }),
   closeTimeout: Type.Integer({ minimum: 1, default: 5000, description: 'How long a closing connection may take to answer the close handshake before it is terminated, in milliseconds' }),
+  clientResumeRate: Type.Number({ exclusiveMinimum: 0, default: 10, description: 'Resumes (subscribes with since) per second per connection, sustained, after a burst of maxChannelsPerConnection; beyond it a resume is answered recovered: false without reading history' }),
   clientByteRate: Type.Integer({ minimum: 1, default: 65536, description: 'Bytes per second a client may send, sustained (bursts up to twice maxPayload)' }),
   history: Type.Object({
     size: Type.Integer({ minimum: 0, default: 100, description: 'Messages kept per channel, at least (Redis trims whole stream nodes); 0: no history, no offsets' }),
     ttl: Type.Integer({ minimum: 1, default: 300000, description: 'How long a channel\'s history outlives its last publish, in milliseconds' }),
     rules: Type.Array(HistoryRule, { default: [], description: 'Per channel pattern settings; the first rule that matches wins' }),
-    maxReplay: Type.Integer({ minimum: 0, default: 300, description: 'Most messages a resuming subscriber is sent; beyond it the reply is recovered: false' })
+    maxReplay: Type.Integer({ minimum: 0, default: 300, description: 'Most messages a resuming subscriber is sent; beyond it the reply is recovered: false' }),
+    maxReadBytes: Type.Integer({ minimum: 1, default: 524288, description: 'Most bytes of messages a resume replays (beyond it: recovered: false) or a GET /history answer holds (beyond it: truncated: true)' })
   }, { default: {}, additionalProperties: false, description: 'Message history: in Redis Streams, or in memory with the in-process bus' }),
   idempotencyWindow: Type.Integer({ minimum: 1, default: 300000, description: 'How long a publish\'s idempotencyKey is remembered, in milliseconds' }),
   presence: Type.Object({

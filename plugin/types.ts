@@ -106,6 +106,12 @@ export interface RedisBroadcastOptions {
   clientFrameBurst?: number
   /** Bytes per second a client may send, sustained (bursts up to twice `maxPayload`). @default 65536 */
   clientByteRate?: number
+  /**
+   * Resumes (subscribes with `since`) per second per connection, sustained, after a burst of
+   * `maxChannelsPerConnection`; beyond it a resume is answered `recovered: false` without reading
+   * history. @default 10
+   */
+  clientResumeRate?: number
   /** Most messages one POST /publish batch (a JSON array) or `broadcastMany()` may carry. @default 1000 */
   maxBatchSize?: number
   /** Longest wait for Redis to take a publish before it fails with 503, in milliseconds. @default 1000 */
@@ -144,6 +150,11 @@ export interface RedisBroadcastOptions {
     rules?: HistoryRule[]
     /** Most messages a resuming subscriber is sent; beyond it the reply is `recovered: false`. @default 300 */
     maxReplay?: number
+    /**
+     * Most bytes of messages a resume replays (beyond it the reply is `recovered: false`) or a
+     * `GET /history` answer holds (beyond it the answer says `truncated: true`). @default 524288
+     */
+    maxReadBytes?: number
   }
   /** How long a publish's `idempotencyKey` is remembered, in milliseconds. @default 300000 */
   idempotencyWindow?: number

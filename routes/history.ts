@@ -25,13 +25,16 @@ interface HistoryRouteOptions {
   historyOf: (channel: string) => HistorySettings
   /** Same rule as subscribing. */
   access: ChannelAccess
+  /** The most bytes of messages one answer holds. */
+  maxBytes: number
 }
 
 /**
  * GET <path>/:channel: the messages a channel's history holds after `since`, as the frames
  * subscribers received, with the history's epoch and latest offset. Same auth as subscribing.
+ * An answer holds at most `maxBytes` of messages; a cut one says `"truncated":true`.
  */
-const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, access }) => {
+const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, { path, bus, historyOf, access, maxBytes }) => {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
@@ -44,14 +47,16 @@ const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, {
     const page = await bus.readHistory(channel, {
       since: Number(since),
       limit: Math.min(Math.max(Number(limit), 1), MAX_HISTORY_LIMIT),
-      reverse: reverse === '1' || reverse === 'true'
+      reverse: reverse === '1' || reverse === 'true',
+      maxBytes
     })
     // The stored frames are JSON already: they are joined as they are, never parsed again.
     const head = `{"channel":${JSON.stringify(channel)},"epoch":${JSON.stringify(page?.epoch ?? null)},"offset":${page?.offset ?? 0},"messages":[`
     const body = Buffer.concat([
       Buffer.from(head),
       ...(page?.messages ?? []).flatMap(({ frame }, index) => index === 0 ? [frame] : [COMMA, frame]),
-      Buffer.from(']}')
+      // Cut at maxBytes: the next page starts after the last offset returned.
+      Buffer.from(page?.truncated === true ? '],"truncated":true}' : ']}')
     ])
     return await reply.type('application/json; charset=utf-8').send(body)
   })

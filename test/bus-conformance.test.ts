@@ -1,7 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
-import type { Bus } from '../plugin/bus/bus.js'
+import type { Bus, HistoryQuery } from '../plugin/bus/bus.js'
 import { MemoryBus } from '../plugin/bus/memory.js'
 import { RedisBus } from '../plugin/redis/bus.js'
 import { startRedis } from './helpers/redis-server.js'
@@ -74,6 +74,28 @@ for (const [kind, create] of Object.entries(factories)) {
       await Promise.all(Array.from({ length: 500 }, (_, i) => bus.publish('seq', String(i))))
       await settle(500)
       t.same(received.map((r) => Number(r.payload)), Array.from({ length: 500 }, (_, i) => i))
+    })
+
+    t.test('reads history only as far as a reader can use it', async (t) => {
+      const history = { size: 100, ttl: 60_000 }
+      const frames = Array.from({ length: 10 }, (_, i) => `{"type":"message","channel":"kept","data":"${String(i).padStart(8, '0')}"}`)
+      const results = await bus.publishMany(frames.map((payload) => ({ channel: 'kept', payload, history })))
+      const epoch = results[0].position?.epoch as string
+      const size = (await bus.readHistory('kept', { since: 0, limit: 1 }))?.messages[0].frame.length as number
+      const read = async (query: Partial<HistoryQuery>): Promise<number[] | undefined> =>
+        (await bus.readHistory('kept', { since: 0, limit: 100, ...query }))?.messages.map((m) => m.offset)
+      t.same(await read({}), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+      t.same(await read({ reverse: true, limit: 3 }), [10, 9, 8])
+      t.same(await read({ epoch }), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'the right epoch')
+      t.same(await read({ epoch: 'other' }), [], 'another epoch: no entry')
+      t.same(await read({ since: 2, limit: 5, whole: true }), [], 'whole: 8 after since do not fit in 5')
+      t.same(await read({ since: 5, limit: 5, whole: true }), [6, 7, 8, 9, 10])
+      const cut = await bus.readHistory('kept', { since: 0, limit: 100, maxBytes: size * 3 + 1 })
+      t.same(cut?.messages.map((m) => m.offset), [1, 2, 3], 'stops at the byte cap')
+      t.equal(cut?.truncated, true)
+      const cutBack = await bus.readHistory('kept', { since: 0, limit: 100, reverse: true, maxBytes: size * 20 })
+      t.equal(cutBack?.truncated, false, 'all fit')
+      t.equal(cutBack?.messages.length, 10)
     })
 
     t.test('refuses to publish once closed', async (t) => {

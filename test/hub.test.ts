@@ -6,7 +6,7 @@ import { MemoryBus } from '../plugin/bus/memory.js'
 import { Presence } from '../plugin/presence/presence.js'
 import { MemoryPresenceStore } from '../plugin/presence/store.js'
 
-const POLICY = { historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300 }
+const POLICY = { historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300, maxReplayBytes: 1 << 20 }
 
 /** The registry never touches a socket on join or leave: a member that records what it is sent is enough here. */
 class StandIn implements HubMember {
@@ -16,6 +16,7 @@ class StandIn implements HubMember {
   constructor (readonly id: string, readonly identity: unknown = undefined) {}
   deliver (channel: string | null, payload: Buffer): boolean { return this.enqueue(payload) }
   enqueue (payload: Buffer): boolean { this.queued.push(payload); return true }
+  admitReplay (): boolean { return true }
   flush (): void {}
   startSync (): void {}
   stopSync (): void {}

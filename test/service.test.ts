@@ -81,6 +81,8 @@ t.test('the service app maps every environment variable to its option', async (t
     HISTORY_SIZE: '500',
     HISTORY_TTL: '60000',
     MAX_REPLAY: '1000',
+    MAX_HISTORY_BYTES: '100000',
+    CLIENT_RESUME_RATE: '5',
     IDEMPOTENCY_WINDOW: '30000',
     PRESENCE_CHANNELS: 'room.*,lobby',
     PRESENCE_EVENTS: 'room.*',
@@ -103,7 +105,8 @@ t.test('the service app maps every environment variable to its option', async (t
     redisTimeout: 3000,
     handshakeTimeout: 4000,
     rateLimit: { upgrade: { max: 60, timeWindow: 60_000 }, publish: { max: 600, timeWindow: 60_000 } },
-    history: { size: 500, ttl: 60000, maxReplay: 1000 },
+    clientResumeRate: 5,
+    history: { size: 500, ttl: 60000, maxReplay: 1000, maxReadBytes: 100000 },
     idempotencyWindow: 30000,
     presence: { channels: ['room.*', 'lobby'], events: ['room.*'], ttl: 10000, anonymous: true }
   })

@@ -57,6 +57,12 @@ export interface HistoryQuery {
   limit: number
   /** Newest first. */
   reverse?: boolean
+  /** Entries are read only from this epoch (a resume's): in another, none could be used. */
+  epoch?: string
+  /** Entries stop before their frames pass this many bytes (0 or left out: no cap); the page says it was cut. */
+  maxBytes?: number
+  /** Entries are read only when every message after `since` fits in `limit` (a resume: all or nothing). */
+  whole?: boolean
 }
 
 export interface HistoryPage {
@@ -65,6 +71,8 @@ export interface HistoryPage {
   offset: number
   /** Frames as clients receive them, with their offsets, in the order asked for. */
   messages: Array<{ offset: number, frame: Buffer }>
+  /** True when `maxBytes` cut the messages short: more were there. */
+  truncated?: boolean
 }
 
 export type BusMessageHandler = (channel: string | null, payload: Buffer) => void

@@ -60,12 +60,25 @@ export class MemoryBus implements Bus {
     })
   }
 
-  async readHistory (channel: string, { since, limit, reverse = false }: HistoryQuery): Promise<HistoryPage | undefined> {
+  async readHistory (channel: string, { since, limit, reverse = false, epoch, maxBytes = 0, whole = false }: HistoryQuery): Promise<HistoryPage | undefined> {
     const history = this.current(channel, Date.now())
     if (history === undefined) return undefined
-    let messages = since === undefined ? [] : history.messages.filter((message) => message.offset > since)
+    const page = { epoch: history.epoch, offset: history.top, messages: [] as HistoryPage['messages'], truncated: false }
+    // The same rules as the Redis read script: no entries a reader could not use.
+    if (since === undefined || since >= history.top || (epoch !== undefined && epoch !== '' && epoch !== history.epoch) ||
+      (whole && history.top - since > limit)) return page
+    let messages = history.messages.filter((message) => message.offset > since)
     messages = reverse ? messages.slice(-limit).reverse() : messages.slice(0, limit)
-    return { epoch: history.epoch, offset: history.top, messages }
+    let bytes = 0
+    for (const message of messages) {
+      bytes += message.frame.length
+      if (maxBytes > 0 && bytes > maxBytes) {
+        page.truncated = true
+        break
+      }
+      page.messages.push(message)
+    }
+    return page
   }
 
   async subscribe (channel: string): Promise<void> {

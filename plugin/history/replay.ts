@@ -63,21 +63,32 @@ export class ChannelSync {
 export interface ReplayTarget {
   readonly channels: ReadonlySet<string>
   enqueue (payload: Buffer): boolean
+  /**
+   * Whether `bytes` more may be queued: a replay counts against the slow-consumer budget before
+   * it is written, and a target that would pass it is closed as a slow consumer instead.
+   */
+  admitReplay (bytes: number): boolean
   /** Ends the hold of `channel` after the replay up to `top`; `passed`: nothing up to it can come again. */
   releaseSync (channel: string, epoch: string | undefined, top: number, passed: boolean): void
 }
 
-/** Whether a page of history honours a resume: same epoch, nothing missing, within `maxReplay`. */
+/** Whether a page of history honours a resume: same epoch, nothing missing, within `maxReplay` and the byte cap. */
 export function honoursResume (page: HistoryPage | undefined, resume: Resume, maxReplay: number): page is HistoryPage {
-  return page !== undefined && page.epoch === resume.epoch && resume.since <= page.offset &&
+  return page !== undefined && page.epoch === resume.epoch && resume.since <= page.offset && page.truncated !== true &&
     page.offset - resume.since <= maxReplay && isRun(page, resume.since, page.offset)
+}
+
+/** What a resume may cost: messages (`maxReplay`) and bytes of frames. */
+export interface ReplayLimits {
+  maxReplay: number
+  maxBytes: number
 }
 
 export class Replayer {
   constructor (
     private readonly bus: Bus,
     private readonly liveOrder: LiveOrder,
-    private readonly maxReplay: number,
+    private readonly limits: ReplayLimits,
     private readonly stats: BroadcastStats
   ) {}
 
@@ -87,7 +98,13 @@ export class Replayer {
    */
   async run (target: ReplayTarget, channel: string, resume: Resume | undefined, reply: (outcome: SubscribeOutcome) => void,
     sole: () => boolean, synced: boolean, listed: Promise<void> | undefined): Promise<void> {
-    const [page] = await Promise.all([this.bus.readHistory(channel, { since: resume?.since, limit: this.maxReplay }), listed])
+    const { maxReplay, maxBytes } = this.limits
+    // Entries are read only for a resume that can be honoured: same epoch, not too far behind,
+    // within the byte cap (checked by the read itself, before any entry leaves Redis).
+    const query = resume === undefined || resume.throttled === true
+      ? { limit: 0 }
+      : { since: resume.since, limit: maxReplay, epoch: resume.epoch, maxBytes, whole: true }
+    const [page] = await Promise.all([this.bus.readHistory(channel, query), listed])
     // Unsubscribed or gone while the history was read: nothing more to send.
     if (!target.channels.has(channel)) return
     const position = page === undefined ? undefined : { offset: page.offset, epoch: page.epoch }
@@ -97,9 +114,15 @@ export class Replayer {
     if (position !== undefined && sole()) this.liveOrder.seed(channel, position)
     let replay = false
     if (resume !== undefined) {
-      replay = honoursResume(page, resume, this.maxReplay)
+      replay = honoursResume(page, resume, maxReplay)
       if (replay) this.stats.resumed++
       else this.stats.resumeFailures++
+    }
+    if (replay) {
+      let bytes = 0
+      for (const message of (page as HistoryPage).messages) bytes += message.frame.length
+      // Closed as a slow consumer: nothing more to send.
+      if (!target.admitReplay(bytes)) return
     }
     reply(resume === undefined ? { position } : { position, recovered: replay })
     if (replay) for (const message of (page as HistoryPage).messages) target.enqueue(message.frame)

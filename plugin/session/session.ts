@@ -30,6 +30,8 @@ export interface SessionLimits extends SlowConsumerPolicy {
   maxChannels: number
   frameRate: number
   frameBurst: number
+  /** Resumes per second; the burst is maxChannels, so a reconnecting client resumes all of its channels at once. */
+  resumeRate: number
   /** Bytes per second a client may send, counted on the TCP stream, so fragments count too. */
   byteRate: number
   byteBurst: number
@@ -68,6 +70,7 @@ export class Session extends SocketWriter implements HubMember {
   /** Made at the first frame or chunk: a bucket starts full, so starting it later changes nothing. */
   private frameBudget: TokenBucket | undefined
   private byteBudget: TokenBucket | undefined
+  private resumeBudget: TokenBucket | undefined
   private expiry: NodeJS.Timeout | undefined
   /** The upgrade's request id and log level: logs made for this session carry them, as request.log's would. */
   private readonly reqId: string
@@ -217,6 +220,11 @@ export class Session extends SocketWriter implements HubMember {
 
   private async subscribe (channel: string, resume?: Resume): Promise<void> {
     const { hub, access, limits } = this.context
+    if (resume !== undefined) {
+      // Each resume may read history: a cheap frame must not buy expensive reads without end.
+      this.resumeBudget ??= new TokenBucket(limits.resumeRate, limits.maxChannels)
+      if (!this.resumeBudget.take()) resume = { ...resume, throttled: true }
+    }
     try {
       if (!this.channels.has(channel) && this.channels.size >= limits.maxChannels) throw new ChannelLimitError(limits.maxChannels)
       if (!await access.allows(this.identity, this.grants, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))

@@ -96,6 +96,13 @@ export abstract class SocketWriter {
     tcp.uncork()
   }
 
+  /** Whether `bytes` more may be queued at once; if not, the socket is a slow consumer already. */
+  admitReplay (bytes: number): boolean {
+    if (this.unsent + bytes <= this.policy.slowConsumerBytes) return true
+    this.onSlowConsumer()
+    return false
+  }
+
   private isSlow (): boolean {
     const unsent = this.socket.bufferedAmount
     if (unsent === 0) {
