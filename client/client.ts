@@ -332,7 +332,7 @@ export class BroadcastClient extends Emitter<ClientEvents> {
     switch (frame.type) {
       case 'message':
         if (frame.channel === undefined) this.emit('message', frame.data)
-        else subscription?.message(frame)
+        else if (subscription?.message(frame) === true) this.send(subscription.frame())
         break
       case 'subscribed':
         if (subscription?.subscribed(frame) === true) this.send(subscription.frame())

@@ -30,6 +30,8 @@ export class ChannelSubscription implements Subscription {
    * dropped: the reply's replay has them, in order, or the reply says they are lost.
    */
   private awaiting = false
+  /** The epoch the subscribe on its way resumes in. */
+  private asked: string | undefined
   private settle!: { resolve: (info: SubscribedInfo) => void, reject: (error: BroadcastError) => void }
 
   constructor (
@@ -46,6 +48,7 @@ export class ChannelSubscription implements Subscription {
   frame (): string {
     this.awaiting = true
     const { channel, position } = this
+    this.asked = position?.epoch
     return JSON.stringify(position === undefined
       ? { type: 'subscribe', channel }
       : { type: 'subscribe', channel, since: position.offset, epoch: position.epoch })
@@ -64,6 +67,11 @@ export class ChannelSubscription implements Subscription {
       this.position = { offset: 0, epoch: at.epoch }
       return true
     }
+    if (recovered === false && at !== undefined && this.asked !== undefined && at.epoch !== this.asked) {
+      // The history was lost and started again: what came after the last message seen in the old
+      // one is gone, but the new one may be whole. A resume from its start replays it, or says not.
+      return this.restart(at.epoch)
+    }
     if (recovered === false) {
       // Nothing was replayed; messages after the reply's offset follow. One already seen past it
       // (same epoch) stays the mark, so it is not delivered again.
@@ -79,18 +87,29 @@ export class ChannelSubscription implements Subscription {
     return false
   }
 
-  message ({ data, offset, epoch, tags }: ServerFrame): void {
+  /** Handles a message; true when the subscription must be asked for again (a resume from the start of a new history). */
+  message ({ data, offset, epoch, tags }: ServerFrame): boolean {
     const { channel, position } = this
-    if (this.awaiting) return
+    if (this.awaiting) return false
     if (offset !== undefined && epoch !== undefined) {
       // At-least-once: a resume or a repeated subscribe may send again what was already seen.
-      if (position?.epoch === epoch && offset <= position.offset) return
+      if (position?.epoch === epoch && offset <= position.offset) return false
+      // The history started again (expired or lost) and this is not its first message: the
+      // messages before it in the new history are asked for.
+      if (position !== undefined && position.epoch !== epoch && offset > 1) return this.restart(epoch)
       this.position = { offset, epoch }
-      // The history started again (expired or lost): whether anything before this message was
-      // lost cannot be told, so the application is told to reload.
-      if (position !== undefined && position.epoch !== epoch) call(this.handlers.onReset, { channel, offset: offset - 1, epoch })
+      // Whether anything was lost at the end of the old history cannot be told: the application is told to reload.
+      if (position !== undefined && position.epoch !== epoch) call(this.handlers.onReset, { channel, offset: 0, epoch })
     }
     call(this.handlers.onMessage, data, { channel, offset, epoch, ...tags !== undefined && { tags } })
+    return false
+  }
+
+  /** The history changed under the subscription: a reset, and a resume from the new history's start. */
+  private restart (epoch: string): true {
+    this.position = { offset: 0, epoch }
+    call(this.handlers.onReset, { channel: this.channel, offset: 0, epoch })
+    return true
   }
 
   presence ({ type, identity }: ServerFrame): void {

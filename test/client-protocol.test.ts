@@ -90,6 +90,34 @@ t.test('duplicates are dropped by offset, a new epoch is a reset, a gap is resum
   t.same(client.errors(), [])
 })
 
+t.test('a new history under a subscription (a new epoch) is a reset, and it is resumed from its start', async (t) => {
+  const hub = await scriptedHub(t)
+  const client = recordingClient(t, hub.url, FAST)
+  const sub = client.subscribe('c')
+  await hub.frames(1)
+  hub.send({ type: 'subscribed', channel: 'c', epoch: 'E', offset: 5 })
+  await sub.ready
+  hub.send({ type: 'message', channel: 'c', offset: 6, epoch: 'E', data: 'E6' })
+  hub.send({ type: 'message', channel: 'c', offset: 3, epoch: 'F', data: 'F3 live' })
+  t.same((await hub.frames(2))[1], { type: 'subscribe', channel: 'c', since: 0, epoch: 'F' }, 'the new history asked for from its start')
+  hub.send({ type: 'message', channel: 'c', offset: 4, epoch: 'F', data: 'F4 live' })
+  hub.send({ type: 'subscribed', channel: 'c', recovered: true, epoch: 'F', offset: 4 })
+  for (const offset of [1, 2, 3, 4]) hub.send({ type: 'message', channel: 'c', offset, epoch: 'F', data: `F${offset}` })
+  await until(() => client.received('c').length === 5, 5000, 'five messages', () => client.messages)
+
+  hub.sockets[0].terminate()
+  await until(() => hub.sockets.length === 2, 5000, 'a new connection')
+  t.same(await hub.frames(1), [{ type: 'subscribe', channel: 'c', since: 4, epoch: 'F' }])
+  hub.send({ type: 'subscribed', channel: 'c', recovered: false, epoch: 'G', offset: 7 })
+  t.same((await hub.frames(2))[1], { type: 'subscribe', channel: 'c', since: 0, epoch: 'G' }, 'again, after a resume that found a new history')
+  hub.send({ type: 'subscribed', channel: 'c', recovered: false, epoch: 'G', offset: 7 })
+  hub.send({ type: 'message', channel: 'c', offset: 8, epoch: 'G', data: 'G8' })
+  await until(() => client.received('c').length === 6, 5000, 'six messages', () => client.messages)
+  t.same(client.received('c'), ['E6', 'F1', 'F2', 'F3', 'F4', 'G8'])
+  t.same(client.resets.get('c'), [{ channel: 'c', offset: 0, epoch: 'F' }, { channel: 'c', offset: 0, epoch: 'G' }, { channel: 'c', offset: 7, epoch: 'G' }],
+    'a reset for each loss: the end of E, the end of F, the start of G (no longer kept)')
+})
+
 t.test('error frames: one about no channel goes to the client, FRB_BUS_UNAVAILABLE is retried, another ends the subscription', async (t) => {
   const hub = await scriptedHub(t)
   const client = recordingClient(t, hub.url, FAST)
