@@ -104,7 +104,7 @@ export class BroadcastClient extends Emitter<ClientEvents> {
   /** An upgrade refused with 401/403 is retried once, with a fresh token. */
   private authRefused = false
   private stopped = true
-  /** Bumped by close(), so an attempt that was waiting for a token when it came goes no further. */
+  /** Bumped by connect() and close(), so an attempt started before either goes no further. */
   private generation = 0
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   private livenessTimer: ReturnType<typeof setTimeout> | undefined
@@ -125,8 +125,7 @@ export class BroadcastClient extends Emitter<ClientEvents> {
       ...options
     }
     if (this.options.WebSocket === undefined) throw new TypeError('no WebSocket class: in Node 20, pass the ws package as the WebSocket option')
-    // Started on the next tick, once the caller has added its listeners.
-    queueMicrotask(() => this.connect())
+    this.connect()
   }
 
   /** Subscribes to a channel, now or at the next connect, and keeps it through every reconnect. */
@@ -147,7 +146,9 @@ export class BroadcastClient extends Emitter<ClientEvents> {
   connect (): void {
     if (!this.stopped) return
     this.stopped = false
-    void this.open()
+    const generation = ++this.generation
+    // On the next tick, once the caller has added its listeners (unless it closed the client first).
+    queueMicrotask(() => { if (generation === this.generation) void this.open() })
   }
 
   /** Disconnects for good: no reconnect, and every subscription ends. */

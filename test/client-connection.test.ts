@@ -5,7 +5,9 @@ import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
 import { startTcpProxy } from './helpers/tcp-proxy.js'
 import { hubUrl, recordingClient, until } from './helpers/recording-client.js'
+import { WebSocket } from 'ws'
 import { BroadcastClient } from '../client/index.js'
+import { sessionsOf } from './helpers/sessions.js'
 
 // The connection loop against a real hub: what it retries, what stops it, and how it notices a
 // link that went silent.
@@ -98,22 +100,88 @@ t.test('a URL no WebSocket can open stops the client; without a WebSocket class 
   t.throws(() => new BroadcastClient('ws://127.0.0.1/ws'), { name: 'TypeError', message: /pass the ws package/ })
 })
 
-t.test('a link that goes silent is noticed by a ping, replaced, and what was published meanwhile arrives once', async (t) => {
-  const app = await build(t, { redis: redis.url })
-  const proxy = await startTcpProxy(Number(new URL(app.url).port))
-  t.teardown(() => proxy.close())
-  const client = recordingClient(t, `ws://127.0.0.1:${proxy.port}/ws`, { ...FAST, pingInterval: 300, pongTimeout: 300, connectTimeout: 600 })
+/** A ws socket without terminate(), as a browser's WebSocket has none: close() is all there is. */
+class BrowserLikeWebSocket extends WebSocket {
+  constructor (url: string, protocols?: string[]) {
+    super(url, protocols)
+    Object.defineProperty(this, 'terminate', { value: undefined })
+  }
+}
+
+for (const [kind, WebSocketClass] of [['ws', WebSocket], ['a browser-like WebSocket', BrowserLikeWebSocket]] as const) {
+  t.test(`a link that goes silent is noticed by a ping, replaced, and what was published meanwhile arrives once (${kind})`, async (t) => {
+    const app = await build(t, { redis: redis.url })
+    const proxy = await startTcpProxy(Number(new URL(app.url).port))
+    t.teardown(() => proxy.close())
+    const client = recordingClient(t, `ws://127.0.0.1:${proxy.port}/ws`, {
+      ...FAST, WebSocket: WebSocketClass, pingInterval: 300, pongTimeout: 300, connectTimeout: 600
+    })
+    await client.subscribe('news').ready
+    await app.publish({ channel: 'news', data: 1 })
+    await until(() => client.received('news').length === 1, 5000, 'the first message')
+    proxy.blackhole()
+    await app.publish({ channel: 'news', data: 2 })
+    await until(() => client.events.some((e) => e.reason === 'no answer to a ping'), 10_000, 'the silent link dropped')
+    await until(() => client.events.some((e) => e.reason === 'not open within connectTimeout'), 10_000, 'an upgrade that never answers given up')
+    proxy.pass()
+    await app.publish({ channel: 'news', data: 3 })
+    await until(() => client.received('news').length === 3, 10_000, 'everything', () => client.events)
+    t.same(client.received('news'), [1, 2, 3])
+  })
+}
+
+t.test('closed while its token is on its way, the client opens nothing and reports nothing', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
+  let release = (_token: string): void => {}
+  const late = recordingClient(t, hubUrl(app.url), { token: async () => await new Promise<string>((resolve) => { release = resolve }) })
+  let fail = (_err: Error): void => {}
+  const failing = recordingClient(t, hubUrl(app.url), { token: async () => await new Promise<string>((_resolve, reject) => { fail = reject }) })
+  const never = recordingClient(t, hubUrl(app.url))
+  never.client.close()
+  await until(() => late.count('connecting') === 1 && failing.count('connecting') === 1, 5000, 'both waiting for a token')
+  late.client.close()
+  failing.client.close()
+  release(sign({ sub: 'ann', channels: ['*'] }))
+  fail(new Error('too late'))
+  await sleep(300)
+  t.same(late.events.map((e) => [e.event, e.code]), [['connecting', undefined], ['disconnected', 1000]])
+  t.same(failing.events.map((e) => e.event), ['connecting', 'disconnected'])
+  t.same(never.events, [], 'closed before it started: it never did')
+  t.equal(app.app.broadcastConnections.size, 0)
+})
+
+t.test('a refresh whose token function fails is reported, and the 4401 at expiry brings a new connection; one overtaken by a reconnect is dropped', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
+  const brief = createSigner({ key: SECRET, expiresIn: 2000 })
+  let calls = 0
+  const client = recordingClient(t, hubUrl(app.url), {
+    ...FAST,
+    token: async () => {
+      if (++calls === 2) throw new Error('refresh denied')
+      return brief({ sub: 'ann', channels: ['*'] })
+    }
+  })
   await client.subscribe('news').ready
-  await app.publish({ channel: 'news', data: 1 })
-  await until(() => client.received('news').length === 1, 5000, 'the first message')
-  proxy.blackhole()
-  await app.publish({ channel: 'news', data: 2 })
-  await until(() => client.events.some((e) => e.reason === 'no answer to a ping'), 10_000, 'the silent link dropped')
-  await until(() => client.events.some((e) => e.reason === 'not open within connectTimeout'), 10_000, 'an upgrade that never answers given up')
-  proxy.pass()
-  await app.publish({ channel: 'news', data: 3 })
-  await until(() => client.received('news').length === 3, 10_000, 'everything', () => client.events)
-  t.same(client.received('news'), [1, 2, 3])
+  await until(() => client.count('connected') === 2, 10_000, 'a second connection', () => client.events)
+  t.match(client.errors(), [{ message: 'token() failed: refresh denied' }])
+  t.ok(client.events.some((e) => e.event === 'disconnected' && e.code === 4401), 'the hub closed the expired connection with 4401')
+
+  let open = (): void => {}
+  let slowCalls = 0
+  const slow = recordingClient(t, hubUrl(app.url), {
+    ...FAST,
+    token: async () => {
+      if (++slowCalls === 2) await new Promise<void>((resolve) => { open = resolve })
+      return brief({ sub: 'bob', channels: ['*'] })
+    }
+  })
+  await slow.subscribe('news').ready
+  await until(() => slowCalls === 2, 10_000, 'a refresh under way')
+  for (const session of sessionsOf(app.app)) if (session.identity !== undefined && (session.identity as { sub: string }).sub === 'bob') session.socket.terminate()
+  await until(() => slow.count('connected') === 2, 10_000, 'the reconnect')
+  open()
+  await sleep(200)
+  t.same(slow.errors(), [], 'the refresh meant for the old connection went nowhere')
 })
 
 t.test('a subscribe the bus cannot serve (Redis down) is completed once Redis is back', async (t) => {
