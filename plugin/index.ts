@@ -94,9 +94,9 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const access = createChannelAccess(authenticator, options.canSubscribe)
   const ownsErrorHandler = await registerWebsocketServer(fastify, options)
   if (options.websocketPath !== false) {
-    const capacity = new ConnectionCapacity({ maxConnections: options.maxConnections, maxConnectionsPerIp: options.maxConnectionsPerIp })
+    const limits = { maxConnections: options.maxConnections, maxConnectionsPerIp: options.maxConnectionsPerIp }
+    const capacity = new ConnectionCapacity(limits, () => pending.stale())
     const pending = watchPendingRequests(fastify.server, { timeout: options.handshakeTimeout, admits: (stale) => stale === 0 || capacity.hasRoom(stale) })
-    capacity.stalePending = pending.stale
     fastify.addHook('onClose', async () => { pending.stop() })
     await fastify.register(websocketRoute, {
       path: options.websocketPath,

@@ -54,7 +54,9 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
   const config = await enableRateLimit(instance, rateLimit)
   // Fastify's own JSON parser (and the app's prototype-poisoning settings), plus a check for
   // numbers that JSON cannot carry: `1e309` parses as Infinity and would be sent as null.
-  const parseJson = instance.getDefaultJsonParser(instance.initialConfig.onProtoPoisoning ?? 'error', instance.initialConfig.onConstructorPoisoning ?? 'error')
+  // (Fastify fills every initialConfig field with its value or default.)
+  const { onProtoPoisoning, onConstructorPoisoning } = instance.initialConfig as Required<typeof instance.initialConfig>
+  const parseJson = instance.getDefaultJsonParser(onProtoPoisoning, onConstructorPoisoning)
   instance.removeContentTypeParser('application/json')
   instance.addContentTypeParser('application/json', { parseAs: 'string' }, (request, text, done) => {
     parseJson(request, text as string, (err: Error | null, value?: unknown) => {

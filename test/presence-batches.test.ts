@@ -42,3 +42,50 @@ t.test('while an update is in flight, changes wait in one batch, and refreshes d
   t.same(waited.filter(([, who]) => who === '"bob"'), [['join', '"bob"']], 'the next carries what came meanwhile')
   t.ok(waited.filter(([, who]) => who === '"ann"').length <= 1, `and no identity twice, though ${60 / 10} refresh ticks passed: ${JSON.stringify(waited)}`)
 })
+
+t.test('within a batch a join and a leave cancel; beyond the budget changes wait, cancel, and go out by stop()', async (t) => {
+  const updates: PresenceChange[][] = []
+  let release: () => void = () => {}
+  let holding = true
+  const store: PresenceStore = {
+    async update (channel, changes) {
+      updates.push([...changes])
+      if (holding) await new Promise<void>((resolve) => { release = resolve })
+    },
+    async members () { return [] }
+  }
+  const presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 60_000, anonymous: true }, Fastify({ logger: false }).log)
+  const [ann, bob, cy, dan, fay] = [{}, {}, {}, {}, {}]
+  void presence.join('room', '"ann"', ann)
+  await sleep(5)
+  // While ann's update is in flight: bob comes and goes (cancels), cy comes and stays.
+  void presence.join('room', '"bob"', bob)
+  presence.leave('room', '"bob"', bob)
+  void presence.join('room', '"cy"', cy)
+  holding = false
+  release()
+  await sleep(20)
+  t.same(updates[1], [['join', '"cy"']], 'bob\'s join and leave cancelled within the batch')
+
+  // dan flaps: 4 changes pass at once, the rest wait for the budget.
+  updates.length = 0
+  for (let i = 0; i < 5; i++) {
+    void presence.join('room', '"dan"', dan)
+    void presence.join('room', '"fay"', fay)
+    await sleep(2)
+    presence.leave('room', '"dan"', dan)
+    presence.leave('room', '"fay"', fay)
+    await sleep(2)
+  }
+  void presence.join('room', '"dan"', dan)
+  const sent = (): PresenceChange[] => updates.flat().filter(([, who]) => who === '"dan"')
+  t.same(sent().map(([kind]) => kind), ['join', 'leave', 'join', 'leave'], 'the burst of 4 went out')
+  await sleep(1300)
+  t.same(sent().map(([kind]) => kind), ['join', 'leave', 'join', 'leave', 'join'], 'then the net change, once the budget allowed')
+  presence.leave('room', '"dan"', dan)
+  presence.leave('room', '"cy"', cy)
+  void presence.join('room', '"eve"', {})
+  await presence.stop()
+  t.same(sent().at(-1), ['leave', '"dan"'], 'stop() sends what waited, whatever the budget')
+  t.ok(updates.flat().some(([kind, who]) => kind === 'leave' && who === '"cy"'))
+})

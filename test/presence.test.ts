@@ -82,7 +82,7 @@ t.test('a clean close removes the instance\'s users at once; a kill -9 removes t
   await clean.app.close()
   t.equal((await presenceOf(observer, 'lobby')).count, 1, 'a closed instance\'s users are gone as soon as close() resolves')
 
-  const service = await startService(t, { REDIS_URL: redis.url, PRESENCE_TTL: '1000' })
+  const service = await startService(t, { REDIS_URL: redis.url, PRESENCE_TTL: '1000', PRESENCE_ANONYMOUS: 'true' })
   const doomed = await Promise.all([0, 1, 2].map(async () => await TestClient.connect(wsUrl(service.url, '?channels=lobby'))))
   await Promise.all(doomed.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
   t.equal((await presenceOf(observer, 'lobby')).count, 4)

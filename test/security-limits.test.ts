@@ -1,6 +1,9 @@
 import t from 'tap'
 import { createRequire } from 'node:module'
 import { connect as tcpConnect, type Socket } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
+import { get as httpsGet } from 'node:https'
+import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { build } from './helpers/app.js'
@@ -155,11 +158,16 @@ async function openRaw (url: string, head = ''): Promise<Socket> {
   return socket
 }
 
+/** Resolves when the socket closes, reset or not (events.once would reject on the reset's error). */
+async function closeOf (socket: Socket): Promise<void> {
+  await new Promise<void>((resolve) => socket.once('close', () => resolve()))
+}
+
 t.test('a connection that trickles its upgrade request is cut after handshakeTimeout', async (t) => {
   const { url } = await build(t, { redis: redis.url, handshakeTimeout: 1500 })
   const slow = await openRaw(url, 'GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n')
   const silent = await openRaw(url)
-  const closed = Promise.all([once(slow, 'close'), once(silent, 'close')])
+  const closed = Promise.all([closeOf(slow), closeOf(silent)])
   // One header line every 200 ms keeps Node's own timers from firing for over a minute.
   const trickle = setInterval(() => { if (!slow.destroyed) slow.write(`X-Pad-${Date.now()}: 1\r\n`) }, 200)
   t.teardown(() => { clearInterval(trickle); slow.destroy(); silent.destroy() })
@@ -178,7 +186,7 @@ t.test('connections pending past a second count against maxConnections', async (
   t.teardown(() => { for (const socket of idle) socket.destroy() })
   await sleep(1500)
   const refused = await openRaw(url)
-  const outcome = await Promise.race([once(refused, 'close').then(() => 'cut'), sleep(10_000).then(() => 'kept')])
+  const outcome = await Promise.race([closeOf(refused).then(() => 'cut'), sleep(10_000).then(() => 'kept')])
   t.equal(outcome, 'cut', 'a fourth connection is cut at once: three are held pending')
   t.equal(app.broadcastConnections.size, 0)
   idle[0].destroy()
@@ -187,4 +195,21 @@ t.test('connections pending past a second count against maxConnections', async (
   const client = await TestClient.connect(wsUrl(url))
   t.teardown(() => client.close())
   t.equal(client.socket.readyState, 1, 'room again once pending ones left')
+})
+
+t.test('over TLS, a connection that sends no request after its handshake is cut too, and a prompt one is not', async (t) => {
+  const fixtures = new URL('./fixtures/', import.meta.url)
+  const https = { key: readFileSync(new URL('tls-key.pem', fixtures)), cert: readFileSync(new URL('tls-cert.pem', fixtures)) }
+  const { url } = await build(t, { redis: redis.url, handshakeTimeout: 1500 }, { https } as never)
+  const { port } = new URL(url)
+  const silent = tlsConnect({ port: Number(port), host: '127.0.0.1', rejectUnauthorized: false })
+  silent.on('error', () => {})
+  t.teardown(() => silent.destroy())
+  await once(silent, 'secureConnect')
+  const outcome = await Promise.race([closeOf(silent).then(() => 'closed'), sleep(20_000).then(() => 'still open')])
+  t.equal(outcome, 'closed', 'cut after the timeout')
+  const status = await new Promise<number>((resolve, reject) => {
+    httpsGet({ host: '127.0.0.1', port, path: '/health', rejectUnauthorized: false }, (res) => { res.resume(); resolve(res.statusCode as number) }).on('error', reject)
+  })
+  t.equal(status, 200, 'a prompt request over TLS is served')
 })

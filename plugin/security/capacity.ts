@@ -16,10 +16,11 @@ export class ConnectionCapacity {
   private open = 0
   private readonly perIp = new Map<string, number>()
 
-  /** Connections that have sent no complete request past a short grace (pending-requests.ts): they count too. */
-  stalePending: () => number = () => 0
-
-  constructor (private readonly limits: CapacityLimits) {}
+  /**
+   * `stalePending`: how many connections have sent no complete request past a short grace
+   * (pending-requests.ts); they count against maxConnections too.
+   */
+  constructor (private readonly limits: CapacityLimits, private readonly stalePending: () => number) {}
 
   /** Whether the instance has room for one more connection, with `stalePending` pending ones. */
   hasRoom (stalePending = this.stalePending()): boolean {
