@@ -46,8 +46,17 @@ t.test('a subscription is ready at its subscribed reply, receives each message w
 })
 
 t.test('a dropped socket is replaced and every channel resumes from its last offset: what was published meanwhile arrives once, in order', async (t) => {
-  const app = await build(t, { redis: redis.url })
-  const client = recordingClient(t, hubUrl(app.url), FAST)
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
+  const sign = createSigner({ key: SECRET, expiresIn: 60_000 })
+  // The token function holds the reconnect back until everything below was published.
+  let reopen = (): void => {}
+  const published = new Promise<void>((resolve) => { reopen = resolve })
+  let calls = 0
+  const token = async (): Promise<string> => {
+    if (calls++ > 0) await published
+    return sign({ sub: 'ann', channels: ['*'] })
+  }
+  const client = recordingClient(t, hubUrl(app.url), { ...FAST, token })
   const subscribed: SubscribedInfo[] = []
   await Promise.all(['a', 'b'].map(async (channel) => await client.subscribe(channel, { onSubscribed: (info) => subscribed.push(info) }).ready))
   for (let n = 1; n <= 3; n++) await app.publish({ channel: 'a', data: n })
@@ -56,6 +65,7 @@ t.test('a dropped socket is replaced and every channel resumes from its last off
   for (const session of sessionsOf(app.app)) session.socket.terminate()
   for (let n = 4; n <= 6; n++) await app.publish({ channel: 'a', data: n })
   await app.publish({ channel: 'b', data: 'b1' })
+  reopen()
   await until(() => client.received('a').length === 6 && client.received('b').length === 1, 10_000, 'everything, after the reconnect',
     () => client.events)
   t.same(client.received('a'), [1, 2, 3, 4, 5, 6], 'once each, in order')
