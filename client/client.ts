@@ -216,9 +216,11 @@ export class BroadcastClient extends Emitter<ClientEvents> {
     this.livenessTimer = setTimeout(() => this.drop(1006, 'not open within connectTimeout'), this.options.connectTimeout)
     let failure = ''
     // Every handler stays attached for the socket's whole life (ws throws an error event that has
-    // no listener); one that is no longer current is ignored.
-    socket.onopen = () => {
-      if (socket !== this.socket) return
+    // no listener); once the socket is no longer the current one, its events are ignored.
+    const current = <A extends unknown[]>(handler: (...args: A) => void) => (...args: A): void => {
+      if (socket === this.socket) handler(...args)
+    }
+    socket.onopen = current(() => {
       this.openedAt = Date.now()
       this.authRefused = false
       this.change('connected')
@@ -228,14 +230,14 @@ export class BroadcastClient extends Emitter<ClientEvents> {
         clearTimeout(subscription.retry)
         this.send(subscription.frame())
       }
-    }
-    socket.onmessage = ({ data }) => {
-      if (socket !== this.socket) return
+    })
+    socket.onmessage = current(({ data }: { data: unknown }) => {
       this.alive()
       this.receive(String(data))
-    }
+    })
+    // A browser's error event says nothing; ws's says why the upgrade failed.
     socket.onerror = ({ message }) => { failure = message ?? '' }
-    socket.onclose = ({ code, reason }) => { if (socket === this.socket) this.closed(code, reason === '' ? failure : reason) }
+    socket.onclose = current(({ code, reason }: { code: number, reason: string }) => this.closed(code, reason === '' ? failure : reason))
   }
 
   private closed (code: number, reason: string): void {

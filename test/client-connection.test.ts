@@ -105,6 +105,11 @@ class BrowserLikeWebSocket extends WebSocket {
   constructor (url: string, protocols?: string[]) {
     super(url, protocols)
     Object.defineProperty(this, 'terminate', { value: undefined })
+    // Nor does a browser's error event say anything.
+    Object.defineProperty(this, 'onerror', {
+      get: () => undefined,
+      set: (handler: (event: object) => void) => { this.addEventListener('error', () => handler({})) }
+    })
   }
 }
 

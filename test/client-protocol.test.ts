@@ -1,9 +1,10 @@
 import t, { type Test } from 'tap'
 import { once } from 'node:events'
+import { createServer } from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { recordingClient, until } from './helpers/recording-client.js'
-import type { BroadcastError, SubscribedInfo } from '../client/index.js'
+import { createPublisher, type BroadcastError, type SubscribedInfo } from '../client/index.js'
 
 // The client's side of the wire protocol, frame by frame, against a scripted hub: the frames the
 // real hub sends only under faults (gaps, new epochs, repeated replies, errors about a channel
@@ -11,6 +12,8 @@ import type { BroadcastError, SubscribedInfo } from '../client/index.js'
 
 interface ScriptedHub {
   url: string
+  /** Every HTTP request, answered 418 with an empty JSON object (no code, no message). */
+  requests: Array<{ method?: string, url?: string, body: string }>
   /** The frames each connection sent, parsed, by connection in order. */
   received: Array<Array<Record<string, unknown>>>
   sockets: WebSocket[]
@@ -20,10 +23,21 @@ interface ScriptedHub {
 }
 
 async function scriptedHub (t: Test): Promise<ScriptedHub> {
-  const server = new WebSocketServer({ port: 0, host: '127.0.0.1' })
-  await once(server, 'listening')
+  const requests: ScriptedHub['requests'] = []
+  const http = createServer((request, response) => {
+    let body = ''
+    request.on('data', (chunk: Buffer) => { body += chunk.toString() })
+    request.on('end', () => {
+      requests.push({ method: request.method, url: request.url, body })
+      response.writeHead(418, { 'content-type': 'application/json' }).end('{}')
+    })
+  })
+  const server = new WebSocketServer({ server: http })
+  http.listen(0, '127.0.0.1')
+  await once(http, 'listening')
   const hub: ScriptedHub = {
-    url: `ws://127.0.0.1:${(server.address() as { port: number }).port}/ws`,
+    url: `ws://127.0.0.1:${(http.address() as { port: number }).port}/ws`,
+    requests,
     received: [],
     sockets: [],
     send (frame) { (hub.sockets.at(-1) as WebSocket).send(typeof frame === 'string' ? frame : JSON.stringify(frame)) },
@@ -41,6 +55,7 @@ async function scriptedHub (t: Test): Promise<ScriptedHub> {
   t.teardown(async () => {
     for (const socket of server.clients) socket.terminate()
     server.close()
+    http.close()
   })
   return hub
 }
@@ -129,6 +144,7 @@ t.test('error frames: one about no channel goes to the client, FRB_BUS_UNAVAILAB
   hub.send({ type: 'error', code: 'FRB_CHANNEL_FORBIDDEN', message: 'no', channel: 'refused' })
   hub.send({ type: 'error', code: 'FRB_BAD_JSON', message: 'not JSON' })
   hub.send('{not json')
+  hub.send({ type: 'error', code: 'FRB_SOMETHING_NEW' })
   t.same((await hub.frames(3))[2], { type: 'subscribe', channel: 'retried' }, 'asked again after a back-off')
   hub.send({ type: 'error', code: 'FRB_BUS_UNAVAILABLE', message: 'Redis is down', channel: 'retried' })
   await hub.frames(4)
@@ -143,7 +159,19 @@ t.test('error frames: one about no channel goes to the client, FRB_BUS_UNAVAILAB
   t.equal(hub.received[0].length, 4, 'no retry after the subscription stood')
   t.same(client.received('retried'), [1])
   t.match(failures, [{ code: 'FRB_CHANNEL_FORBIDDEN' }])
-  t.match(client.errors(), [{ code: 'FRB_BAD_JSON', message: 'not JSON' }, { message: /not JSON: \{not json/ }])
+  t.match(client.errors(), [{ code: 'FRB_BAD_JSON', message: 'not JSON' }, { message: /not JSON: \{not json/ }, { code: 'FRB_SOMETHING_NEW', message: '' }])
+})
+
+t.test('HTTP answers that are not the hub\'s (no code, no message) are thrown with their status; tags go out with a publish', async (t) => {
+  const hub = await scriptedHub(t)
+  const client = recordingClient(t, hub.url, FAST)
+  await t.rejects(client.client.presence('room:1'), { name: 'BroadcastError', status: 418, code: undefined, message: 'I\'m a Teapot', channel: 'room:1' })
+  const http = hub.url.replace('ws:', 'http:').replace('/ws', '')
+  await t.rejects(createPublisher({ url: http }).publish('c', 1, { tags: ['red'], idempotencyKey: 'k' }), { status: 418, code: undefined, message: 'I\'m a Teapot' })
+  t.match(hub.requests, [
+    { method: 'GET', url: '/presence/room%3A1' },
+    { method: 'POST', url: '/publish', body: JSON.stringify({ channel: 'c', data: 1, idempotencyKey: 'k', tags: ['red'] }) }
+  ])
 })
 
 t.test('close codes: 1001, 1011, 4008 reconnect; 1003 stops', async (t) => {

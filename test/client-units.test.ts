@@ -44,6 +44,7 @@ t.test('the emitter: on returns off; a listener that throws does not stop the ot
     ping (n: number): void { this.emit('ping', n) }
   }
   const pinger = new Pinger()
+  pinger.ping(0)
   const heard: number[] = []
   const off = pinger.on('ping', (n) => heard.push(n))
   const second = (n: number): void => { heard.push(n * 10) }
