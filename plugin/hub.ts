@@ -4,6 +4,7 @@ import type { BroadcastStats } from './stats.js'
 import { textFrame } from './websocket-frame.js'
 import { gapFrame, type Resume, type SubscribeOutcome } from './frames.js'
 import { CLOSE_SLOW_CONSUMER } from './close-codes.js'
+import { BusUnavailableError } from './errors.js'
 import type { HistorySettings } from './history/settings.js'
 import type { Position } from './history/sequence.js'
 import { LiveOrder } from './history/live-order.js'
@@ -32,7 +33,20 @@ export interface HubMember extends ReplayTarget {
   terminate (): void
   /** Resolves once the socket is closed. */
   whenClosed (): Promise<void>
+  /** A subscribe that was waiting for the bus failed for good (Redis refused it): the member must hear why. */
+  subscribeFailed (channel: string, err: unknown): void
 }
+
+/** A subscribe waiting for the bus: the latest request for the channel is the one answered. */
+interface DeferredJoin {
+  resume: Resume | undefined
+  reply: (outcome: SubscribeOutcome) => void
+  keepsHistory: boolean
+  synced: boolean
+}
+
+/** How often a subscribe waiting for the bus tries again when no reconnect says the bus is back. */
+const DEFERRED_RETRY = 1000
 
 export interface HubPolicy {
   /** Each channel's history settings: a channel with history has offsets and can be resumed. */
@@ -59,6 +73,12 @@ export class Hub<Member extends HubMember = HubMember> {
   /** Keeps each channel's live messages in offset order and repairs gaps from history. */
   private readonly liveOrder: LiveOrder
   private readonly replayer: Replayer
+  /** Bus subscriptions that failed: the next member to try again issues a fresh one. */
+  private readonly failedSubscriptions = new WeakSet<Promise<void>>()
+  /** Per member, the channels whose subscribe waits for the bus. */
+  private readonly deferred = new WeakMap<Member, Map<string, DeferredJoin>>()
+  /** Resolves when the bus is back (a reconnect) or at the next retry tick, for every waiting subscribe at once. */
+  private busBack: { promise: Promise<void>, wake: () => void } | undefined
 
   /** Set when the app starts closing: no new connection may join from then on. */
   closing = false
@@ -99,6 +119,7 @@ export class Hub<Member extends HubMember = HubMember> {
   /** The bus connection came back: read back what each channel missed meanwhile. */
   catchUp (): void {
     this.liveOrder.catchUp()
+    this.wakeDeferred()
   }
 
   /**
@@ -108,6 +129,13 @@ export class Hub<Member extends HubMember = HubMember> {
    */
   async join (member: Member, channel: string, resume: Resume | undefined, reply: (outcome: SubscribeOutcome) => void): Promise<void> {
     if (!this.members.has(member)) return
+    const waiting = this.deferred.get(member)?.get(channel)
+    if (waiting !== undefined) {
+      // Asked again while the first request waits for the bus: the latest one is answered.
+      waiting.resume = resume
+      waiting.reply = reply
+      return
+    }
     // Subscribing again to a channel the member is on: its live messages keep flowing as they
     // are, unless it asks to resume, which replays and so must hold them meanwhile.
     const added = this.listen(member, channel)
@@ -115,23 +143,96 @@ export class Hub<Member extends HubMember = HubMember> {
     const synced = keepsHistory && (added || resume !== undefined)
     if (synced) member.startSync(channel)
     try {
-      await this.subscriptions.get(channel)
-      // The subscribed reply waits for presence too: a client that is subscribed is listed.
-      const listed = this.presence?.tracksMember(channel, member.identity) === true && member.channels.has(channel)
-        ? this.presence.join(channel, presenceIdentity(member.identity, member.id), member)
-        : undefined
-      if (keepsHistory) {
-        await this.replayer.run(member, channel, resume, reply, () => this.listeners.get(channel)?.size === 1, synced, listed)
+      await this.confirm(member, channel, { resume, reply, keepsHistory, synced })
+    } catch (err) {
+      // A new subscribe the bus could not confirm now (Redis down, reconnecting, slow): the
+      // membership stays and the subscribe is answered once the bus is back, so a client that
+      // stays connected is never left believing it is subscribed while nothing arrives, nor left
+      // out once Redis returns. (A resume of a subscription already working fails as it is: its
+      // live messages must not be held meanwhile.)
+      if (err instanceof BusUnavailableError && added && !this.closing && member.channels.has(channel)) {
+        this.completeLater(member, channel, { resume, reply, keepsHistory, synced })
         return
       }
-      await listed
-      reply(resume === undefined ? {} : { recovered: false })
-    } catch (err) {
       // A subscription that was working before this call stays.
       if (added) this.leave(member, channel)
       else member.stopSync(channel)
       throw err
     }
+  }
+
+  /** The steps of a join once the member is listed: the bus subscription, presence, history, the reply. */
+  private async confirm (member: Member, channel: string, { resume, reply, keepsHistory, synced }: DeferredJoin): Promise<void> {
+    await this.subscriptions.get(channel)
+    // The subscribed reply waits for presence too: a client that is subscribed is listed.
+    const listed = this.presence?.tracksMember(channel, member.identity) === true && member.channels.has(channel)
+      ? this.presence.join(channel, presenceIdentity(member.identity, member.id), member)
+      : undefined
+    if (keepsHistory) {
+      await this.replayer.run(member, channel, resume, reply, () => this.listeners.get(channel)?.size === 1, synced, listed)
+      return
+    }
+    await listed
+    reply(resume === undefined ? {} : { recovered: false })
+  }
+
+  /** Answers a subscribe the bus could not confirm, once it can: tried again at each reconnect and every second. */
+  private completeLater (member: Member, channel: string, request: DeferredJoin): void {
+    this.stats.subscribesDeferred++
+    let channels = this.deferred.get(member)
+    if (channels === undefined) {
+      channels = new Map()
+      this.deferred.set(member, channels)
+    }
+    channels.set(channel, request)
+    const pending = channels
+    void (async () => {
+      for (;;) {
+        await this.nextBusCheck()
+        if (this.closing || !this.members.has(member) || !member.channels.has(channel)) break
+        this.resubscribe(channel)
+        try {
+          await this.confirm(member, channel, request)
+          break
+        } catch (err) {
+          if (err instanceof BusUnavailableError) continue
+          // Redis answered, and refused (an ACL): that answer is final.
+          this.leave(member, channel)
+          member.subscribeFailed(channel, err)
+          break
+        }
+      }
+      pending.delete(channel)
+    })()
+  }
+
+  /** A fresh bus subscription for `channel` if the last one failed; one for every member waiting on it. */
+  private resubscribe (channel: string): void {
+    const current = this.subscriptions.get(channel)
+    if (current !== undefined && this.failedSubscriptions.has(current)) this.subscriptions.set(channel, this.subscribe(channel))
+  }
+
+  private subscribe (channel: string): Promise<void> {
+    const subscribed = this.bus.subscribe(channel)
+    subscribed.catch(() => { this.failedSubscriptions.add(subscribed) })
+    return subscribed
+  }
+
+  private async nextBusCheck (): Promise<void> {
+    if (this.busBack === undefined) {
+      let wake = (): void => {}
+      const promise = new Promise<void>((resolve) => { wake = resolve })
+      const timer = setTimeout(() => { this.wakeDeferred() }, DEFERRED_RETRY)
+      timer.unref()
+      this.busBack = { promise, wake: () => { clearTimeout(timer); wake() } }
+    }
+    await this.busBack.promise
+  }
+
+  private wakeDeferred (): void {
+    const busBack = this.busBack
+    this.busBack = undefined
+    busBack?.wake()
   }
 
   leave (member: Member, channel: string): void {
@@ -205,6 +306,8 @@ export class Hub<Member extends HubMember = HubMember> {
    * finish the close handshake within `timeout` ms are terminated.
    */
   async closeAll (code: number, reason: string, timeout: number): Promise<void> {
+    // Subscribes still waiting for the bus end now, not at their next retry.
+    this.wakeDeferred()
     const members = [...this.members]
     // Every socket here is open or closing: a closed one has already left the hub.
     const closed = members.map(async (member) => {
@@ -229,7 +332,7 @@ export class Hub<Member extends HubMember = HubMember> {
     if (listeners === undefined) {
       listeners = new Set()
       this.listeners.set(channel, listeners)
-      this.subscriptions.set(channel, this.bus.subscribe(channel))
+      this.subscriptions.set(channel, this.subscribe(channel))
     }
     const added = !member.channels.has(channel)
     listeners.add(member)

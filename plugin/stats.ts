@@ -29,6 +29,8 @@ export class BroadcastStats {
   resumed = 0
   /** Subscriptions that asked to resume but could not (`recovered: false`). */
   resumeFailures = 0
+  /** Subscribes the bus could not confirm at once (Redis down or slow): answered once it is back. */
+  subscribesDeferred = 0
 
   /** `connections` and `channels`: open WebSockets and channels listened on, right now. */
   snapshot (connections: number, channels: number): BroadcastStatsSnapshot {

@@ -1,10 +1,11 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import Fastify from 'fastify'
 import { Hub, type HubMember } from '../plugin/hub.js'
 import { BroadcastStats } from '../plugin/stats.js'
 import { MemoryBus } from '../plugin/bus/memory.js'
 import { Presence } from '../plugin/presence/presence.js'
 import { MemoryPresenceStore } from '../plugin/presence/store.js'
+import { BusRefusedError, BusUnavailableError } from '../plugin/errors.js'
 
 const POLICY = { historyOf: () => ({ size: 0, ttl: 1 }), maxReplay: 300, maxReplayBytes: 1 << 20 }
 
@@ -24,6 +25,8 @@ class StandIn implements HubMember {
   close (): void {}
   terminate (): void {}
   async whenClosed (): Promise<void> {}
+  readonly failures: Array<[string, unknown]> = []
+  subscribeFailed (channel: string, err: unknown): void { this.failures.push([channel, err]) }
 }
 
 t.test('a message for a channel nobody here listens on is delivered to no one', async (t) => {
@@ -77,4 +80,78 @@ t.test('a connection that leaves while its subscription is being confirmed is ne
   await late
   t.same(await store.members('news'), ['"ann"'], 'the listed tab keeps its identity there')
   await bus.close()
+})
+
+/** The in-process bus, with SUBSCRIBE answers scripted: each entry fails one subscribe, in turn. */
+class ScriptedBus extends MemoryBus {
+  readonly failures: Error[] = []
+  subscribes = 0
+  override async subscribe (channel: string): Promise<void> {
+    this.subscribes++
+    const failure = this.failures.shift()
+    if (failure !== undefined) throw failure
+    await super.subscribe(channel)
+  }
+}
+
+async function scriptedHub (t: Test): Promise<{ bus: ScriptedBus, hub: Hub, stats: BroadcastStats }> {
+  const bus = new ScriptedBus()
+  const stats = new BroadcastStats()
+  const hub = new Hub(bus, Fastify({ logger: false }).log, POLICY, stats)
+  await bus.start((channel, payload) => hub.deliver(channel, payload))
+  t.teardown(() => bus.close())
+  return { bus, hub, stats }
+}
+
+t.test('a subscribe the bus cannot confirm waits for it: answered once, with the latest request, after it is back', async (t) => {
+  const { bus, hub } = await scriptedHub(t)
+  const member = new StandIn('one')
+  hub.add(member)
+  bus.failures.push(new BusUnavailableError('down'), new BusUnavailableError('still down'))
+  const replies: string[] = []
+  await hub.join(member, 'later', undefined, () => replies.push('first'))
+  await hub.join(member, 'later', undefined, () => replies.push('second'))
+  t.same(replies, [], 'no answer while the bus is away')
+  t.ok(member.channels.has('later'), 'but the membership stays')
+  hub.catchUp()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.same(replies, [], 'the first retry failed too: still waiting')
+  await new Promise((resolve) => setTimeout(resolve, 1200))
+  t.same(replies, ['second'], 'answered once, by the latest request, at the next retry tick')
+  t.equal(bus.subscribes, 3, 'one SUBSCRIBE per attempt, not one per request')
+  t.equal(hub.deliver('later', Buffer.from('{}')), 1, 'and it delivers')
+})
+
+t.test('a waiting subscribe that Redis then refuses is reported to the member and dropped', async (t) => {
+  const { bus, hub } = await scriptedHub(t)
+  const member = new StandIn('one')
+  hub.add(member)
+  const refusal = new BusRefusedError('NOPERM')
+  bus.failures.push(new BusUnavailableError('down'), refusal)
+  let answered = false
+  await hub.join(member, 'denied', undefined, () => { answered = true })
+  hub.catchUp()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.same(member.failures, [['denied', refusal]])
+  t.notOk(answered)
+  t.notOk(member.channels.has('denied'), 'the membership is gone')
+  t.equal(hub.channelCount, 0)
+})
+
+t.test('waiting subscribes end when the hub closes or the member leaves', async (t) => {
+  const { bus, hub, stats } = await scriptedHub(t)
+  const [leaving, staying] = [new StandIn('leaving'), new StandIn('staying')]
+  hub.add(leaving)
+  hub.add(staying)
+  bus.failures.push(new BusUnavailableError('down'), new BusUnavailableError('down'))
+  let answers = 0
+  await hub.join(leaving, 'a', undefined, () => { answers++ })
+  await hub.join(staying, 'b', undefined, () => { answers++ })
+  t.equal(stats.subscribesDeferred, 2)
+  hub.leave(leaving, 'a')
+  hub.closing = true
+  await hub.closeAll(1001, 'bye', 100)
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.equal(answers, 0, 'neither is answered')
+  t.equal(bus.subscribes, 2, 'and neither tried again')
 })

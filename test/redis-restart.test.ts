@@ -119,3 +119,45 @@ t.test('a channel Redis refuses after a reconnect is logged, and the other chann
   t.ok(await waitUntil(() => logs.some(refusal), 2000), 'the refused channel is named in an error log')
   t.same(await numsub('frb:c:kept', 'frb:c:revoked', 'frb:all'), [1, 0, 1], 'the other channels are subscribed again')
 })
+
+t.test('a subscribe made while Redis is down is answered once it is back, and delivers, without a reconnect', async (t) => {
+  const { app, connect } = await build(t, { redis: redis.url, history: { rules: [{ channels: 'plain', size: 0, ttl: 1000 }] } })
+  const client = await connect('?channels=before')
+  const first = await client.waitFor((f) => f.type === 'subscribed' && f.channel === 'before')
+  await redis.kill()
+  await sleep(300)
+  client.send({ type: 'subscribe', channel: 'during' })
+  client.send({ type: 'subscribe', channel: 'resumed', since: 3, epoch: first.epoch ?? 'e' })
+  client.send({ type: 'subscribe', channel: 'plain' })
+  client.send({ type: 'subscribe', channel: 'dropped' })
+  client.send({ type: 'unsubscribe', channel: 'dropped' })
+  await client.waitFor((f) => f.type === 'unsubscribed' && f.channel === 'dropped')
+  await sleep(1500)
+  const waiting = ['during', 'resumed', 'plain']
+  t.same(client.frames.filter((f) => waiting.includes(f.channel as string)), [], 'no answer while Redis is down: neither subscribed nor an error')
+  t.ok(app.broadcastStats().subscribesDeferred >= 3, 'the waiting subscribes are counted')
+
+  await redis.start()
+  const acceptingAt = Date.now()
+  const delivered = (channel: string): boolean => client.received().some((m) => m.channel === channel)
+  let seq = 0
+  while (!waiting.every(delivered) && Date.now() - acceptingAt < 10_000) {
+    await Promise.all(waiting.map(async (channel) => await app.broadcast({ seq }, { channel }).catch(() => {})))
+    seq++
+    await sleep(50)
+  }
+  const elapsed = Date.now() - acceptingAt
+  t.ok(waiting.every(delivered), 'every waiting channel delivers')
+  t.ok(elapsed <= 5000, `all three delivering ${elapsed} ms after Redis came back`)
+  const answers = Object.fromEntries(waiting.map((channel) => [channel, client.frames.find((f) => f.type === 'subscribed' && f.channel === channel)]))
+  t.match(answers.during, { type: 'subscribed', channel: 'during' })
+  t.match(answers.resumed, { type: 'subscribed', channel: 'resumed', recovered: false }, 'the resume is judged against the since it gave')
+  t.same(answers.plain, { type: 'subscribed', channel: 'plain' })
+  for (const channel of waiting) {
+    const at = client.frames.findIndex((f) => f.type === 'subscribed' && f.channel === channel)
+    t.ok(client.frames.findIndex((f) => f.type === 'message' && f.channel === channel) > at, `${channel}: subscribed comes before its messages`)
+  }
+  t.equal(client.socket.readyState, 1, 'the client never reconnected')
+  t.same(client.frames.filter((f) => f.channel === 'dropped' && f.type !== 'unsubscribed'), [], 'a subscribe withdrawn meanwhile is never answered')
+  t.same(await numsub('frb:c:dropped', 'frb:c:during'), [0, 1], 'nor subscribed in Redis')
+})

@@ -218,6 +218,11 @@ export class Session extends SocketWriter implements HubMember {
     return this.context.log.child({ reqId: this.reqId }, { level: this.logLevel })
   }
 
+  subscribeFailed (channel: string, err: unknown): void {
+    this.log().warn({ err, channel }, 'subscribe failed')
+    this.send(errorFrame(toWireError(err, channel)))
+  }
+
   private async subscribe (channel: string, resume?: Resume): Promise<void> {
     const { hub, access, limits } = this.context
     if (resume !== undefined) {
@@ -230,9 +235,9 @@ export class Session extends SocketWriter implements HubMember {
       if (!await access.allows(this.identity, this.grants, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
       await hub.join(this, channel, resume, (outcome) => this.send(subscribedFrame(channel, outcome)))
     } catch (err) {
-      // Redis down or refusing: the operator should hear of it, not only the client.
-      if (err instanceof BusUnavailableError || err instanceof BusRefusedError) this.log().warn({ err, channel }, 'subscribe failed')
-      this.send(errorFrame(toWireError(err, channel)))
+      // Redis refusing: the operator should hear of it, not only the client.
+      if (err instanceof BusUnavailableError || err instanceof BusRefusedError) this.subscribeFailed(channel, err)
+      else this.send(errorFrame(toWireError(err, channel)))
     }
   }
 
