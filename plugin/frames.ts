@@ -1,5 +1,7 @@
 import { BadJsonError, InternalError, InvalidChannelError, InvalidDataError, InvalidResumeError, UnknownTypeError } from './errors.js'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { isValidChannel } from './channel.js'
+import { PingFrame, RefreshFrame, ResumeFrame, SubscribeFrame, UnsubscribeFrame } from './protocol.js'
 import type { Position } from './history/sequence.js'
 
 // The wire codec: everything that turns a frame into text or text into a frame lives here,
@@ -63,31 +65,34 @@ export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary
   if (frame === null || typeof frame !== 'object' || Array.isArray(frame)) {
     return toWireError(new BadJsonError())
   }
+  // The type picks the one schema to check: a bad frame is told what is wrong with its own type.
   const { type, channel } = frame as { type?: unknown, channel?: unknown }
   switch (type) {
     case 'ping':
+      if (!PingCheck.Check(frame)) return toWireError(new BadJsonError())
       return { type }
-    case 'refresh': {
-      const { token } = frame as { token?: unknown }
-      if (typeof token !== 'string' || token === '') return toWireError(new BadJsonError())
-      return { type, token }
-    }
-    case 'subscribe': {
+    case 'refresh':
+      if (!RefreshCheck.Check(frame)) return toWireError(new BadJsonError())
+      return { type, token: frame.token }
+    case 'subscribe':
+      if (SubscribeCheck.Check(frame)) return { type, channel: frame.channel }
+      if (ResumeCheck.Check(frame)) return { type, channel: frame.channel, resume: { since: frame.since, epoch: frame.epoch } }
       if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
-      const { since, epoch } = frame as { since?: unknown, epoch?: unknown }
-      if (since === undefined && epoch === undefined) return { type, channel }
-      if (!Number.isSafeInteger(since) || (since as number) < 0 || typeof epoch !== 'string' || epoch.length > 64) {
-        return toWireError(new InvalidResumeError(), channel)
-      }
-      return { type, channel, resume: { since: since as number, epoch } }
-    }
+      return toWireError(new InvalidResumeError(), channel)
     case 'unsubscribe':
-      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
-      return { type, channel }
+      if (!UnsubscribeCheck.Check(frame)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
+      return { type, channel: frame.channel }
     default:
       return toWireError(new UnknownTypeError(describe(type)))
   }
 }
+
+// Compiled once: parseClientFrame runs on every frame every client sends.
+const PingCheck = TypeCompiler.Compile(PingFrame)
+const RefreshCheck = TypeCompiler.Compile(RefreshFrame)
+const SubscribeCheck = TypeCompiler.Compile(SubscribeFrame)
+const ResumeCheck = TypeCompiler.Compile(ResumeFrame)
+const UnsubscribeCheck = TypeCompiler.Compile(UnsubscribeFrame)
 
 export function isWireError (value: ClientFrame | WireError): value is WireError {
   return 'code' in value
