@@ -1,5 +1,5 @@
 import { Type, type TSchema } from '@sinclair/typebox'
-import { ChannelName } from './channel.js'
+import { CHANNEL_MAX_LENGTH, ChannelName } from './channel.js'
 import { CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED } from './close-codes.js'
 
 // The WebSocket protocol of README.md as data: the schema of every frame either side sends, and the
@@ -16,6 +16,17 @@ const Since = Type.Integer({
 const Epoch = Type.String({
   maxLength: 64,
   description: 'The history that offset belongs to: the `epoch` of that message or reply'
+})
+
+const channelList = `[A-Za-z0-9_.:-]{1,${CHANNEL_MAX_LENGTH}}`
+
+/** The query string of the upgrade request. */
+export const ConnectQuery = Type.Object({
+  channels: Type.Optional(Type.String({
+    pattern: `^${channelList}(,${channelList})*$`,
+    description: 'Channels to subscribe to at connect, comma-separated'
+  })),
+  token: Type.Optional(Type.String({ description: 'A connect token, for browsers (never logged)' }))
 })
 
 // Client → server.
@@ -175,30 +186,123 @@ export const ErrorFrame = Type.Object({
   description: 'A frame was refused, or a subscription failed; the connection stays open'
 })
 
+/** A frame as it goes over the wire, with a name for it and a line saying what it shows. */
+export interface FrameExample {
+  name: string
+  summary: string
+  payload: Record<string, unknown>
+}
+
 /** A frame the protocol defines, with the name the AsyncAPI document gives its message. */
 export interface FrameSchema {
   name: string
   schema: TSchema
+  examples: readonly FrameExample[]
 }
 
 export const CLIENT_FRAMES: readonly FrameSchema[] = [
-  { name: 'subscribe', schema: SubscribeFrame },
-  { name: 'resume', schema: ResumeFrame },
-  { name: 'unsubscribe', schema: UnsubscribeFrame },
-  { name: 'ping', schema: PingFrame },
-  { name: 'refresh', schema: RefreshFrame }
+  {
+    name: 'subscribe',
+    schema: SubscribeFrame,
+    examples: [{ name: 'subscribe', summary: 'Receive what is published on news', payload: { type: 'subscribe', channel: 'news' } }]
+  },
+  {
+    name: 'resume',
+    schema: ResumeFrame,
+    examples: [{
+      name: 'resume',
+      summary: 'Everything published on news after offset 42 of the history named by epoch, then live',
+      payload: { type: 'subscribe', channel: 'news', since: 42, epoch: '18c2f4a9b1c0de-1a2b' }
+    }]
+  },
+  {
+    name: 'unsubscribe',
+    schema: UnsubscribeFrame,
+    examples: [{ name: 'unsubscribe', summary: 'Stop receiving news', payload: { type: 'unsubscribe', channel: 'news' } }]
+  },
+  { name: 'ping', schema: PingFrame, examples: [{ name: 'ping', summary: 'Is the hub there?', payload: { type: 'ping' } }] },
+  {
+    name: 'refresh',
+    schema: RefreshFrame,
+    examples: [{ name: 'refresh', summary: 'A new token for the same subject', payload: { type: 'refresh', token: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl' } }]
+  }
 ]
 
 export const SERVER_FRAMES: readonly FrameSchema[] = [
-  { name: 'subscribed', schema: SubscribedFrame },
-  { name: 'unsubscribed', schema: UnsubscribedFrame },
-  { name: 'pong', schema: PongFrame },
-  { name: 'refreshed', schema: RefreshedFrame },
-  { name: 'message', schema: MessageFrame },
-  { name: 'gap', schema: GapFrame },
-  { name: 'join', schema: JoinFrame },
-  { name: 'leave', schema: LeaveFrame },
-  { name: 'error', schema: ErrorFrame }
+  {
+    name: 'subscribed',
+    schema: SubscribedFrame,
+    examples: [
+      { name: 'live', summary: 'Live on a channel without history', payload: { type: 'subscribed', channel: 'news' } },
+      {
+        name: 'live-with-history',
+        summary: 'Live on a channel with history: messages after offset 42 follow',
+        payload: { type: 'subscribed', channel: 'news', epoch: '18c2f4a9b1c0de-1a2b', offset: 42 }
+      },
+      {
+        name: 'recovered',
+        summary: 'A resume honoured: every message after since follows, up to 50, then the live ones',
+        payload: { type: 'subscribed', channel: 'news', recovered: true, epoch: '18c2f4a9b1c0de-1a2b', offset: 50 }
+      },
+      {
+        name: 'not-recovered',
+        summary: 'A resume that could not be honoured whole: reload the state; messages after 50 follow',
+        payload: { type: 'subscribed', channel: 'news', recovered: false, epoch: '18c2f4a9b1c0de-1a2b', offset: 50 }
+      }
+    ]
+  },
+  {
+    name: 'unsubscribed',
+    schema: UnsubscribedFrame,
+    examples: [{ name: 'unsubscribed', summary: 'No more news', payload: { type: 'unsubscribed', channel: 'news' } }]
+  },
+  { name: 'pong', schema: PongFrame, examples: [{ name: 'pong', summary: 'The answer to ping', payload: { type: 'pong' } }] },
+  { name: 'refreshed', schema: RefreshedFrame, examples: [{ name: 'refreshed', summary: 'The new token is in force', payload: { type: 'refreshed' } }] },
+  {
+    name: 'message',
+    schema: MessageFrame,
+    examples: [
+      {
+        name: 'channel-with-history',
+        summary: 'A message on a channel with history',
+        payload: { type: 'message', channel: 'news', offset: 43, epoch: '18c2f4a9b1c0de-1a2b', data: { headline: 'Hello' } }
+      },
+      { name: 'channel', summary: 'A message on a channel without history', payload: { type: 'message', channel: 'chat', data: 'hi' } },
+      { name: 'tagged', summary: 'A message published with tags', payload: { type: 'message', channel: 'chat', tags: ['urgent'], data: 'hi' } },
+      { name: 'everyone', summary: 'A message published to everyone', payload: { type: 'message', data: { maintenance: '22:00' } } }
+    ]
+  },
+  {
+    name: 'gap',
+    schema: GapFrame,
+    examples: [{ name: 'gap', summary: 'Messages of news were lost here: resume with since', payload: { type: 'gap', channel: 'news' } }]
+  },
+  {
+    name: 'join',
+    schema: JoinFrame,
+    examples: [{ name: 'join', summary: 'alice opened her first connection to room:1', payload: { type: 'join', channel: 'room:1', identity: 'alice' } }]
+  },
+  {
+    name: 'leave',
+    schema: LeaveFrame,
+    examples: [{ name: 'leave', summary: 'alice\'s last connection to room:1 is gone', payload: { type: 'leave', channel: 'room:1', identity: 'alice' } }]
+  },
+  {
+    name: 'error',
+    schema: ErrorFrame,
+    examples: [
+      {
+        name: 'channel-forbidden',
+        summary: 'A subscribe the connection\'s grants do not allow',
+        payload: { type: 'error', code: 'FRB_CHANNEL_FORBIDDEN', message: 'Subscribing to channel "admin" is not allowed for this connection', channel: 'admin' }
+      },
+      {
+        name: 'unknown-type',
+        summary: 'A frame of no known type',
+        payload: { type: 'error', code: 'FRB_UNKNOWN_TYPE', message: 'Unknown frame type "dance": expected subscribe, unsubscribe, ping or refresh' }
+      }
+    ]
+  }
 ]
 
 /** A frame the server refuses with an error frame, and the code it answers with. */
