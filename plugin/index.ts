@@ -21,12 +21,15 @@ import { createPublishGuard } from './security/publish-auth.js'
 import { ConnectionCapacity } from './security/capacity.js'
 import { watchPendingRequests } from './security/pending-requests.js'
 import { registerWebsocketServer } from './websocket-server.js'
+import { createMetrics, NO_TIMINGS } from './metrics.js'
+import { registerOpenApi } from './openapi.js'
 import { endUpgradesWhileClosing } from './ws-internals.js'
 import websocketRoute from '../routes/websocket.js'
 import publishRoute from '../routes/publish.js'
 import healthRoute from '../routes/health.js'
 import historyRoute from '../routes/history.js'
 import presenceRoute from '../routes/presence.js'
+import metricsRoute from '../routes/metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -57,7 +60,11 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     anonymous: options.presence.anonymous
   }, fastify.log)
   if (options.presence.channels.length > 0) hub.presence = presence
-  const publisher = createPublisher(bus, { maxMessageBytes: options.maxMessageBytes, maxBatchSize: options.maxBatchSize, historyOf }, stats)
+  const metrics = options.metricsPath === false
+    ? undefined
+    : createMetrics(stats, { connections: () => hub.members.size, channels: () => hub.channelCount })
+  const timings = metrics?.timings ?? NO_TIMINGS
+  const publisher = createPublisher(bus, { maxMessageBytes: options.maxMessageBytes, maxBatchSize: options.maxBatchSize, historyOf }, stats, timings)
 
   fastify.decorate('broadcast', publisher.broadcast)
   fastify.decorate('broadcastMany', publisher.broadcastMany)
@@ -68,7 +75,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   let stopHeartbeat = (): void => {}
   let stopEndingUpgrades: (() => void) | undefined
   fastify.addHook('onReady', async () => {
-    await bus.start(createInbox(hub, options.maxMessageBytes, stats, fastify.log), () => { hub.catchUp() })
+    await bus.start(createInbox(hub, options.maxMessageBytes, stats, fastify.log, timings), () => { hub.catchUp() })
     presence.start()
     if (options.heartbeatInterval > 0) {
       stopHeartbeat = startHeartbeat(hub.members, { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
@@ -89,7 +96,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     await bus.close()
   })
 
-  // The routes, each an encapsulated plugin of routes/.
+  // The routes, each an encapsulated plugin of routes/, described by the OpenAPI document.
+  await registerOpenApi(fastify, options.openapiPath)
   const authenticator = createAuthenticator(await registerJwt(fastify, options.jwt), options.authorize)
   const access = createChannelAccess(authenticator, options.canSubscribe)
   const ownsErrorHandler = await registerWebsocketServer(fastify, options)
@@ -123,15 +131,20 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       ownsErrorHandler
     })
   }
+  // One rule for every route guarded like publishing.
+  const publishGuard = createPublishGuard({ keys: options.publishKeys, insecurePublish: options.insecurePublish })
   if (options.publishPath !== false) {
     await fastify.register(publishRoute, {
       path: options.publishPath,
       bodyLimit: options.publishBodyLimit,
       maxBatchSize: options.maxBatchSize,
       publisher,
-      guard: createPublishGuard({ keys: options.publishKeys, insecurePublish: options.insecurePublish }),
+      guard: publishGuard,
       rateLimit: options.rateLimit.publish
     })
+  }
+  if (metrics !== undefined) {
+    await fastify.register(metricsRoute, { path: options.metricsPath as string, registry: metrics.registry, guard: publishGuard, allow: options.metricsAllow })
   }
   if (options.historyPath !== false) await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, access, maxBytes: options.history.maxReadBytes })
   if (options.presencePath !== false) await fastify.register(presenceRoute, { path: options.presencePath, presence, access })

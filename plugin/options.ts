@@ -3,6 +3,7 @@ import { Value } from '@sinclair/typebox/value'
 import { InvalidOptionError } from './errors.js'
 import type { RedisBroadcastOptions } from './types.js'
 import { isValidPattern } from './security/grants.js'
+import { isScraperEntry } from '../routes/metrics.js'
 
 function routePath (path: string, route: string) {
   return Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], {
@@ -32,6 +33,9 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   healthPath: routePath('/health', 'health'),
   historyPath: routePath('/history', 'history (GET <path>/:channel)'),
   presencePath: routePath('/presence', 'presence (GET <path>/:channel)'),
+  metricsPath: routePath('/metrics', 'Prometheus metrics'),
+  metricsAllow: Type.Array(Type.String(), { default: [], description: 'Networks (CIDR, or single addresses) that may read the metrics without a publish key: the scraper\'s' }),
+  openapiPath: routePath('/openapi.json', 'OpenAPI document'),
   publishBodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted POST /publish body, in bytes' }),
   maxPayload: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted client frame, in bytes, after inflation' }),
   redisReadyTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long startup waits for Redis, in milliseconds' }),
@@ -120,6 +124,9 @@ export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions
     ...resolved.presence.events.map((pattern, index) => [`presence.events.${index}`, pattern]),
     ...resolved.history.rules.map((rule, index) => [`history.rules.${index}.channels`, rule.channels])
   ]
+  resolved.metricsAllow.forEach((entry, index) => {
+    if (!isScraperEntry(entry)) throw new InvalidOptionError(`metricsAllow.${index}`, `is not an IP address or CIDR network: ${JSON.stringify(entry)}`)
+  })
   for (const [name, pattern] of patterns) {
     if (!isValidPattern(pattern)) {
       throw new InvalidOptionError(name, `is not a channel pattern: ${JSON.stringify(pattern)} (a name, "prefix:*", "prefix.*" or "*")`)

@@ -6,6 +6,7 @@ import { encodeMessage } from './frames.js'
 import { isValidIdempotencyKey } from './history/idempotency.js'
 import type { HistorySettings } from './history/settings.js'
 import type { BroadcastStats } from './stats.js'
+import { NO_TIMINGS, type Timings } from './metrics.js'
 import type { BroadcastMessage, BroadcastOptions, BroadcastResult } from './types.js'
 
 export interface PublisherOptions {
@@ -25,7 +26,7 @@ export interface Publisher {
  * The one way in for messages, from POST /publish and from code alike: validate, encode once,
  * hand to the bus. A message is refused here, where its publisher hears why, never dropped later.
  */
-export function createPublisher (bus: Bus, options: PublisherOptions, stats: BroadcastStats): Publisher {
+export function createPublisher (bus: Bus, options: PublisherOptions, stats: BroadcastStats, timings: Timings = NO_TIMINGS): Publisher {
   /** Validates and encodes one message; throws the error its publisher should hear. */
   function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string): BusMessage {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
@@ -46,11 +47,14 @@ export function createPublisher (bus: Bus, options: PublisherOptions, stats: Bro
 
   async function publish (messages: BusMessage[]): Promise<BroadcastResult[]> {
     let results: PublishResult[]
+    const started = performance.now()
     try {
       results = await bus.publishMany(messages)
     } catch (err) {
       stats.publishFailures += messages.length
       throw err
+    } finally {
+      timings.publish((performance.now() - started) / 1000)
     }
     stats.published += messages.length
     return results.map(toBroadcastResult)

@@ -65,6 +65,15 @@ export interface RedisBroadcastOptions {
   healthPath?: string | false
   /** Path of the history route (GET <path>/:channel), or false to leave it out. @default '/history' */
   historyPath?: string | false
+  /** Path of the Prometheus metrics route, or false to leave it out. @default '/metrics' */
+  metricsPath?: string | false
+  /**
+   * Networks (CIDR such as `10.0.0.0/8`, or single addresses) that may read the metrics without a
+   * publish key: the scraper's. Others need what POST /publish needs. @default []
+   */
+  metricsAllow?: string[]
+  /** Path of the OpenAPI document of the HTTP routes, or false to leave it out. @default '/openapi.json' */
+  openapiPath?: string | false
   /** Path of the presence route (GET <path>/:channel), or false to leave it out. @default '/presence' */
   presencePath?: string | false
   /** Largest accepted POST /publish body, in bytes. @default 65536 */

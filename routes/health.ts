@@ -31,7 +31,10 @@ interface HealthRouteOptions {
 /** GET <path>: 200 while the bus can carry messages, 503 with the reasons when it cannot. */
 const healthRoute: FastifyPluginAsync<HealthRouteOptions> = async (fastify, { path, bus }) => {
   fastify.get(path, {
-    schema: { response: { 200: HealthOk, 503: HealthUnavailable } }
+    schema: {
+      summary: 'Whether this instance can carry messages (for load balancers and orchestrators)',
+      response: { 200: HealthOk, 503: HealthUnavailable }
+    }
   }, async (request, reply) => {
     const { state, reasons, checks } = bus.health()
     if (state === 'ok') return { status: 'ok', bus: bus.kind, checks }

@@ -7,8 +7,24 @@ import type { HistorySettings } from '../plugin/history/settings.js'
 import type { ChannelAccess } from '../plugin/security/channel-access.js'
 import { HistoryUnavailableError } from '../plugin/errors.js'
 import { redactingLogSerializers } from '../plugin/log-redaction.js'
+import { errorResponses, SECURITY } from '../plugin/openapi.js'
 
 export const MAX_HISTORY_LIMIT = 1000
+
+/** What the route answers; the messages are the stored frames, joined as they are, never parsed again. */
+export const HistoryPageBody = Type.Object({
+  channel: ChannelName,
+  epoch: Type.Union([Type.String(), Type.Null()], { description: 'The history the offsets belong to; null when nothing is kept' }),
+  offset: Type.Integer({ description: 'The channel\'s latest offset' }),
+  messages: Type.Array(Type.Object({
+    type: Type.Literal('message'),
+    channel: ChannelName,
+    offset: Type.Integer(),
+    epoch: Type.String(),
+    data: Type.Unknown()
+  }), { description: 'The frames subscribers received, in the order asked for' }),
+  truncated: Type.Optional(Type.Literal(true, { description: 'history.maxReadBytes cut the answer: ask again from the last offset' }))
+})
 
 export const HistoryQuerystring = Type.Object({
   since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'Messages after this offset (default 0: from the oldest kept)' })),
@@ -38,7 +54,22 @@ const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, {
   const fastify = instance.withTypeProvider<TypeBoxTypeProvider>().setValidatorCompiler(TypeBoxValidatorCompiler)
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
-    schema: { params: Type.Object({ channel: ChannelName }), querystring: HistoryQuerystring }
+    schema: {
+      summary: 'Messages a channel\'s history holds after an offset',
+      security: SECURITY.read,
+      params: Type.Object({ channel: ChannelName }),
+      querystring: HistoryQuerystring,
+      response: {
+        200: HistoryPageBody,
+        ...errorResponses({
+          400: 'A bad channel name or query',
+          401: 'Connect auth is on and the token is missing, wrong or expired',
+          403: 'The token does not grant the channel',
+          404: 'The channel keeps no history',
+          503: 'Redis did not answer in time'
+        })
+      }
+    }
   }, async (request, reply) => {
     const { channel } = request.params
     await access.check(request, channel)
@@ -58,7 +89,8 @@ const historyRoute: FastifyPluginAsync<HistoryRouteOptions> = async (instance, {
       // Cut at maxBytes: the next page starts after the last offset returned.
       Buffer.from(page?.truncated === true ? '],"truncated":true}' : ']}')
     ])
-    return await reply.type('application/json; charset=utf-8').send(body)
+    // A Buffer is sent as it is: the 200 schema documents it, it does not serialise it.
+    return await reply.type('application/json; charset=utf-8').send(body as never)
   })
 }
 

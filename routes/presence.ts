@@ -6,6 +6,7 @@ import type { Presence } from '../plugin/presence/presence.js'
 import type { ChannelAccess } from '../plugin/security/channel-access.js'
 import { PresenceUnavailableError } from '../plugin/errors.js'
 import { redactingLogSerializers } from '../plugin/log-redaction.js'
+import { errorResponses, SECURITY } from '../plugin/openapi.js'
 
 export const PresenceReply = Type.Object({
   channel: Type.String(),
@@ -28,9 +29,20 @@ const presenceRoute: FastifyPluginAsync<PresenceRouteOptions> = async (instance,
   fastify.get(`${path}/:channel`, {
     logSerializers: redactingLogSerializers,
     schema: {
+      summary: 'Who is subscribed to a channel, on every instance',
+      security: SECURITY.read,
       params: Type.Object({ channel: ChannelName }),
       querystring: Type.Object({ token: Type.Optional(Type.String()) }, { additionalProperties: false }),
-      response: { 200: PresenceReply }
+      response: {
+        200: PresenceReply,
+        ...errorResponses({
+          400: 'A bad channel name or query',
+          401: 'Connect auth is on and the token is missing, wrong or expired',
+          403: 'The token does not grant the channel',
+          404: 'The channel\'s presence is not tracked',
+          503: 'Redis did not answer in time'
+        })
+      }
     }
   }, async (request) => {
     const { channel } = request.params

@@ -5,6 +5,7 @@ import { ChannelName } from '../plugin/channel.js'
 import { IdempotencyKey } from '../plugin/history/idempotency.js'
 import { BusUnavailableError, InvalidDataError } from '../plugin/errors.js'
 import { holdsNonFiniteNumber } from '../plugin/json-numbers.js'
+import { errorResponses, SECURITY } from '../plugin/openapi.js'
 import type { Publisher } from '../plugin/publisher.js'
 import type { BroadcastResult } from '../plugin/types.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
@@ -73,8 +74,21 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
     logSerializers: redactingLogSerializers,
     onRequest: guard,
     schema: {
+      summary: 'Publish a message, or a batch of them in order, to every instance',
+      security: SECURITY.publish,
       body: publishBody(maxBatchSize),
-      response: { 202: PublishAccepted }
+      response: {
+        202: PublishAccepted,
+        ...errorResponses({
+          400: 'The body breaks the schema (the message names the field and, in a batch, the index) or holds data JSON cannot carry',
+          401: 'No publish key, a wrong one, or (without keys) a request that is not local',
+          413: 'The body is over publishBodyLimit, or a message over maxMessageBytes',
+          415: 'The body is not JSON',
+          429: 'Over the publish rate limit (Retry-After)',
+          502: 'Redis refused the publish (an ACL, scripts disabled)',
+          503: 'The bus is unavailable or did not confirm in time (Retry-After): nothing was accepted, retry with the same idempotencyKey'
+        })
+      }
     }
   }, async (request, reply) => {
     const body = request.body

@@ -15,6 +15,7 @@ import { listen } from '../plugin/session/listeners.js'
 import { frameWriter, releaseUpgradeResponse } from '../plugin/ws-internals.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from '../plugin/log-redaction.js'
+import { errorResponses, SECURITY } from '../plugin/openapi.js'
 
 const channelList = `[A-Za-z0-9_.:-]{1,${CHANNEL_MAX_LENGTH}}`
 
@@ -57,7 +58,18 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
   fastify.get(path, {
     websocket: true,
     config,
-    schema: { querystring: WebsocketQuery },
+    schema: {
+      summary: 'Upgrades to the WebSocket of the broadcast protocol (described by the AsyncAPI document)',
+      security: SECURITY.read,
+      querystring: WebsocketQuery,
+      response: errorResponses({
+        400: 'A bad channel list in the query',
+        401: 'Connect auth is on and the token is missing, wrong or expired',
+        403: 'authorize() refused, or the Origin is not allowed',
+        429: 'Over maxConnectionsPerIp or the upgrade rate limit',
+        503: 'Over maxConnections, or the server is shutting down'
+      })
+    },
     // A browser's token may ride in the query string: keep it out of the logs.
     logSerializers: redactingLogSerializers,
     onRequest: async (request) => {
