@@ -35,18 +35,25 @@ export async function startHubProcess (t: Test, env: Record<string, string>): Pr
     // The child runs compiled JavaScript; its coverage is not this suite's.
     delete childEnv.NODE_V8_COVERAGE
     const proc = spawn(process.execPath, [`${root}node_modules/fastify-cli/cli.js`, 'start', '--options', '-l', 'warn', 'dist/app.js'], {
-      cwd: root, env: childEnv, stdio: ['ignore', 'ignore', 'pipe']
+      cwd: root, env: childEnv, stdio: ['ignore', 'pipe', 'pipe']
     })
     child = proc
     let output = ''
+    proc.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
     proc.stderr?.on('data', (chunk: Buffer) => { output += chunk.toString() })
-    const deadline = Date.now() + 20_000
+    // Generous: three services start at once on a machine whose two cores run other test files too.
+    const deadline = Date.now() + 60_000
+    let health = 'no answer'
     for (;;) {
       try {
-        if ((await fetch(`${url}/health`)).status === 200) return
-      } catch {}
+        const response = await fetch(`${url}/health`)
+        if (response.status === 200) return
+        health = `${response.status} ${await response.text()}`
+      } catch (err) {
+        health = (err as Error).message
+      }
       if (proc.exitCode !== null) throw new Error(`the hub exited with ${proc.exitCode}:\n${output}`)
-      if (Date.now() > deadline) throw new Error(`the hub did not become healthy within 20 s:\n${output}`)
+      if (Date.now() > deadline) throw new Error(`the hub on port ${port} was not healthy within 60 s (last: ${health}):\n${output}`)
       await sleep(50)
     }
   }
