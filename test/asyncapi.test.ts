@@ -181,6 +181,17 @@ t.test('the route serves the document at its own path, describing the WebSocket 
   t.equal((await app.inject('/asyncapi.json')).statusCode, 404)
 })
 
+t.test('under a prefix, the document is there and names the WebSocket path with the prefix', async (t) => {
+  const app = Fastify()
+  t.teardown(async () => await app.close())
+  await app.register(async (api) => {
+    await api.register(asyncApiRoute, { path: '/asyncapi.json', websocketPath: '/ws' })
+  }, { prefix: '/api' })
+  const response = await app.inject('/api/asyncapi.json')
+  t.equal(response.statusCode, 200)
+  t.equal(response.json().channels.hub.address, '/api/ws')
+})
+
 /** The route alone, without the plugin, for tests of the document itself. */
 async function bareApp (t: Test): Promise<FastifyInstance> {
   const app = Fastify()
