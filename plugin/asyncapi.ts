@@ -81,8 +81,8 @@ order its frames were sent. A frame the hub cannot take is answered with an \`er
 channel lists examples with their codes) and the connection stays open. A refused upgrade gets a plain HTTP status \
 (400, 401, 403, 404, 429 or 503) with a JSON error body before any upgrade.
 
-Credentials are needed only when the hub is set up with the \`jwt\` option or an \`authorize\` hook: a JWT in any one of \
-the three places the security schemes name. A connection whose token expires is closed with 4401 unless it sends a \
+A token is needed only when the hub is set up with the \`jwt\` option: a JWT in any one of the three places the \
+security schemes name (an \`authorize\` hook may ask for more, or for other credentials). A connection whose token expires is closed with 4401 unless it sends a \
 \`refresh\` frame first.
 
 Close codes (also in \`x-close-codes\` on the channel):
