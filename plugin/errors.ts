@@ -13,9 +13,21 @@ export const AlreadyRegisteredError = createError(
   'fastify-redis-broadcast is already registered on this instance'
 )
 
+export const RegisteredBeforeRedisError = createError(
+  'FRB_REGISTERED_BEFORE_REDIS',
+  'fastify-redis-broadcast was registered before @fastify/redis, so it runs on the in-process bus ' +
+    'while the app has a Redis client: register @fastify/redis first, or pass the client as the redis option'
+)
+
 export const InvalidChannelError = createError<[string]>(
   'FRB_INVALID_CHANNEL',
   'Invalid channel name %s: use 1-128 characters of A-Z a-z 0-9 _ - . :',
+  400
+)
+
+export const InvalidPublishError = createError<[string]>(
+  'FRB_INVALID_PUBLISH',
+  'The publish body was refused: %s',
   400
 )
 

@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import { resolveOptions } from './options.js'
 import type { BroadcastConnection, BroadcastMessage, BroadcastOptions, BroadcastResult, RedisBroadcastOptions } from './types.js'
-import { AlreadyRegisteredError } from './errors.js'
+import { AlreadyRegisteredError, RegisteredBeforeRedisError } from './errors.js'
 import { CLOSE_GOING_AWAY } from './close-codes.js'
 import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { createBus } from './bus/create.js'
@@ -30,6 +30,7 @@ import healthRoute from '../routes/health.js'
 import historyRoute from '../routes/history.js'
 import presenceRoute from '../routes/presence.js'
 import metricsRoute from '../routes/metrics.js'
+import asyncApiRoute from '../routes/asyncapi.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -75,6 +76,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   let stopHeartbeat = (): void => {}
   let stopEndingUpgrades: (() => void) | undefined
   fastify.addHook('onReady', async () => {
+    if (bus.kind === 'memory' && rawOptions.redis === undefined && fastify.hasDecorator('redis')) throw new RegisteredBeforeRedisError()
     await bus.start(createInbox(hub, options.maxMessageBytes, stats, fastify.log, timings), () => { hub.catchUp() })
     presence.start()
     if (options.heartbeatInterval > 0) {
@@ -149,6 +151,9 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   if (options.historyPath !== false) await fastify.register(historyRoute, { path: options.historyPath, bus, historyOf, access, maxBytes: options.history.maxReadBytes })
   if (options.presencePath !== false) await fastify.register(presenceRoute, { path: options.presencePath, presence, access })
   if (options.healthPath !== false) await fastify.register(healthRoute, { path: options.healthPath, bus })
+  if (options.asyncapiPath !== false && options.websocketPath !== false) {
+    await fastify.register(asyncApiRoute, { path: options.asyncapiPath, websocketPath: options.websocketPath })
+  }
 }
 
 export const redisBroadcast = fp(redisBroadcastPlugin, {

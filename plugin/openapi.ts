@@ -1,20 +1,10 @@
 import type { FastifyInstance } from 'fastify'
 import fastifySwagger from '@fastify/swagger'
 import { Type } from '@sinclair/typebox'
-import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 
-/** This package's version: its package.json is one level up from the sources, two from the build. */
-function packageVersion (): string {
-  for (const path of ['../package.json', '../../package.json']) {
-    try {
-      const pkg = JSON.parse(readFileSync(new URL(path, import.meta.url), 'utf8')) as { name?: string, version?: string }
-      if (pkg.name === 'fastify-redis-broadcast' && pkg.version !== undefined) return pkg.version
-    } catch {}
-  }
-  /* c8 ignore next -- a copy of the files without their package.json */
-  return '0.0.0'
-}
-const version = packageVersion()
+// The package's own name resolves to its package.json from the sources and from the build alike.
+const { version } = createRequire(import.meta.url)('fastify-redis-broadcast/package.json') as { version: string }
 
 /** The body of every error answer (Fastify's shape, with the catalogue's code). */
 export const ErrorBody = Type.Object({

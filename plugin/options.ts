@@ -27,6 +27,7 @@ const RateLimit = Type.Object({
  * The public type (plugin/types.ts) documents each for users; test/types/options.ts keeps the two in step.
  */
 export const RedisBroadcastOptionsSchema = Type.Object({
+  redisNamespace: Type.Optional(Type.String({ minLength: 1, description: 'The name of a namespaced @fastify/redis client to use (without the redis option)' })),
   redisPrefix: Type.String({ default: 'frb:', description: 'Prepended to every Redis channel name the plugin uses' }),
   websocketPath: routePath('/ws', 'WebSocket'),
   publishPath: routePath('/publish', 'publish'),
@@ -36,6 +37,7 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   metricsPath: routePath('/metrics', 'Prometheus metrics'),
   metricsAllow: Type.Array(Type.String(), { default: [], description: 'Networks (CIDR, or single addresses) that may read the metrics without a publish key: the scraper\'s' }),
   openapiPath: routePath('/openapi.json', 'OpenAPI document'),
+  asyncapiPath: routePath('/asyncapi.json', 'AsyncAPI document of the WebSocket protocol'),
   publishBodyLimit: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted POST /publish body, in bytes' }),
   maxPayload: Type.Integer({ minimum: 1, default: 65536, description: 'Largest accepted client frame, in bytes, after inflation' }),
   redisReadyTimeout: Type.Integer({ minimum: 1, default: 10000, description: 'How long startup waits for Redis, in milliseconds' }),

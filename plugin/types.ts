@@ -51,6 +51,8 @@ export interface RedisBroadcastOptions {
    * already on the instance, or else the in-process bus (one instance only).
    */
   redis?: string | RedisOptions | Redis
+  /** Without `redis`: the name of a namespaced `@fastify/redis` client (`fastify.redis[name]`) to use. */
+  redisNamespace?: string
   /** Runs before the upgrade; returns the connection's identity and grants, or refuses it. */
   authorize?: Authorize
   /** Replaces the grant check when subscribing: resolves true to allow `channel`. */
@@ -74,6 +76,11 @@ export interface RedisBroadcastOptions {
   metricsAllow?: string[]
   /** Path of the OpenAPI document of the HTTP routes, or false to leave it out. @default '/openapi.json' */
   openapiPath?: string | false
+  /**
+   * Path of the AsyncAPI 3 document of the WebSocket protocol, or false to leave it out (left out
+   * too without a WebSocket route). @default '/asyncapi.json'
+   */
+  asyncapiPath?: string | false
   /** Path of the presence route (GET <path>/:channel), or false to leave it out. @default '/presence' */
   presencePath?: string | false
   /** Largest accepted POST /publish body, in bytes. @default 65536 */

@@ -1,10 +1,9 @@
-import { Type } from '@sinclair/typebox'
 import type { ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { WebSocket } from 'ws'
-import { CHANNEL_MAX_LENGTH } from '../plugin/channel.js'
+import { ConnectQuery } from '../plugin/protocol.js'
 import { CLOSE_GOING_AWAY } from '../plugin/close-codes.js'
 import { OriginForbiddenError } from '../plugin/errors.js'
 import type { ConnectionAuth } from '../plugin/types.js'
@@ -17,15 +16,8 @@ import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from '../plugin/log-redaction.js'
 import { errorResponses, SECURITY } from '../plugin/openapi.js'
 
-const channelList = `[A-Za-z0-9_.:-]{1,${CHANNEL_MAX_LENGTH}}`
-
-export const WebsocketQuery = Type.Object({
-  channels: Type.Optional(Type.String({
-    pattern: `^${channelList}(,${channelList})*$`,
-    description: 'Channels to subscribe to at connect, comma-separated'
-  })),
-  token: Type.Optional(Type.String({ description: 'A connect token, for browsers (never logged)' }))
-})
+// The same schema the AsyncAPI document describes the connect query with.
+export const WebsocketQuery = ConnectQuery
 
 interface WebsocketRouteOptions {
   path: string

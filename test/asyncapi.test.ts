@@ -31,7 +31,6 @@ async function build (t: Test): Promise<{ app: FastifyInstance, url: string }> {
   const app = Fastify()
   t.teardown(async () => await app.close())
   await app.register(redisBroadcast, { redis: redis.url, jwt: { secret: SECRET }, presence: { events: ['room:*'] } })
-  await app.register(asyncApiRoute, { path: '/asyncapi.json', websocketPath: '/ws' })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
   return { app, url: `http://127.0.0.1:${port}` }
@@ -169,6 +168,17 @@ t.test('every frame a live hub sends matches the documented schema of its type',
   }
   t.same([...seen].sort(), SERVER_TYPES.filter((type) => type !== 'gap'), 'every server frame but gap was seen')
   t.match(alice.frames.find((f) => f.type === 'error' && f.channel === 'admin'), { code: 'FRB_CHANNEL_FORBIDDEN' })
+})
+
+t.test('the plugin serves it at asyncapiPath, or not at all with false', async (t) => {
+  const moved = Fastify({ logger: false })
+  t.teardown(async () => await moved.close())
+  await moved.register(redisBroadcast, { redis: redis.url, websocketPath: '/live', asyncapiPath: '/protocol.json' })
+  t.equal((await moved.inject('/protocol.json')).json().channels.hub.address, '/live')
+  const none = Fastify({ logger: false })
+  t.teardown(async () => await none.close())
+  await none.register(redisBroadcast, { redis: redis.url, asyncapiPath: false })
+  t.equal((await none.inject('/asyncapi.json')).statusCode, 404)
 })
 
 t.test('the route serves the document at its own path, describing the WebSocket at its own path', async (t) => {

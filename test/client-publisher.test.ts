@@ -79,7 +79,7 @@ t.test('refusals are not retried: they throw with the status and the hub\'s code
   await t.rejects(createPublisher({ url, key: 'a-wrong-key-of-32-characters!!!!' }).publish('news', 1),
     { name: 'BroadcastError', status: 401, code: 'FRB_UNAUTHORIZED' })
   const publisher = createPublisher({ url: `${url}/publish`, key: KEY })
-  await t.rejects(publisher.publish('bad channel', 1), { status: 400, code: 'FST_ERR_VALIDATION' })
+  await t.rejects(publisher.publish('bad channel', 1), { status: 400, code: 'FRB_INVALID_PUBLISH' })
   await t.rejects(publisher.publish('news', 'x'.repeat(2000)), { status: 413, code: 'FRB_MESSAGE_TOO_LARGE' })
   t.equal(bodies.length, 1, 'one request each (the 401 and 400 never reach the handler)')
 })

@@ -62,6 +62,8 @@ for (const kind of BUS_KINDS) {
       }
       const wrongType = await publish('data=1', { 'content-type': 'application/x-www-form-urlencoded' })
       t.equal(wrongType.status, 415, 'a body that is not JSON is refused with 415')
+      const text = await publish('hello', { 'content-type': 'text/plain' })
+      t.equal(text.status, 415, 'text/plain too')
       const tooBig = await publish({ channel: 'news', data: 'x'.repeat(70_000) })
       t.equal(tooBig.status, 413, 'a body over the limit is refused with 413')
       await publish({ data: 'marker' })
@@ -69,3 +71,25 @@ for (const kind of BUS_KINDS) {
     })
   })
 }
+
+t.test('a refused publish body names the field, the rule and, in a batch, the message', async (t) => {
+  const { publish } = await build(t, { redis: redis.url })
+  const cases: Array<[unknown, RegExp]> = [
+    [{ channel: 'news' }, /^The publish body was refused: "data" is required$/],
+    [{}, /"data" is required/],
+    [{ channel: 'my news', data: 1 }, /"channel" is invalid: A channel name: 1-128 characters of A-Z a-z 0-9 _ - \. : \(got "my news"\)/],
+    [{ channel: 42, data: 1 }, /"channel" is invalid: .*\(got 42\)/],
+    [{ channel: '', data: 1 }, /"channel" is invalid: .*\(got ""\)/],
+    [[{ data: 1 }, { channel: 'a b', data: 2 }], /^The publish body was refused: message 1: "channel" is invalid/],
+    [[{ data: 1 }, 7], /message 1: a message is a JSON object with "data" \(got number\)/],
+    [[], /a batch holds 1 to 1000 messages \(maxBatchSize\), got 0/],
+    [{ data: 1, idempotencyKey: '' }, /"idempotencyKey" is invalid: .*printable ASCII/]
+  ]
+  for (const [body, message] of cases) {
+    const response = await publish(body)
+    t.equal(response.status, 400, JSON.stringify(body))
+    t.match(await response.json(), { code: 'FRB_INVALID_PUBLISH', message }, JSON.stringify(body))
+  }
+  const long = await publish({ channel: 'x'.repeat(300), data: 1 })
+  t.match(await long.json(), { message: /\(got "x{70,}\.\.\.\)/ }, 'a long value is shown cut short')
+})

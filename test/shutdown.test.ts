@@ -68,7 +68,7 @@ t.test('a Redis client passed in by the user is used and never closed', async (t
 t.test('an @fastify/redis client already on the instance is picked up', async (t) => {
   const client = redis.client()
   const app = Fastify({ logger: false })
-  app.decorate('redis', client)
+  app.decorate('redis', client as never)
   await app.register(redisBroadcast)
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }

@@ -70,12 +70,13 @@ export class RedisBus implements Bus {
 
   async start (onMessage: BusMessageHandler, onReconnected: () => void): Promise<void> {
     const { readyTimeout, commandTimeout, probeInterval, probeTimeout, stats, log } = this.options
+    const { host, port } = this.publisher.options
     const subscriber = new RedisSubscriber(this.publisher, { keys: this.keys, commandTimeout, probeInterval, probeTimeout, stats, log },
       onMessage, onReconnected, this.onClientError)
     this.subscriber = subscriber
     try {
       await withTimeout(Promise.all([subscriber.start(), waitForReady(this.publisher)]), readyTimeout, () => new BusUnavailableError(
-        `Redis did not become ready within ${readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.client.status})`
+        `Redis at ${host}:${port} did not become ready within ${readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.client.status})`
       ))
     } catch (err) {
       await this.close()
@@ -157,8 +158,16 @@ export class RedisBus implements Bus {
   }
 
   private readonly onClientError = (err: Error): void => {
-    // ioredis reconnects by itself; a log line per failed attempt is enough, and errors
-    // while closing are the expected end of the connection.
-    if (!this.closing) this.options.log.warn({ err }, 'redis connection error')
+    // ioredis reconnects by itself, trying again within a second: one short line per second at
+    // most (no stack, which says nothing here), and nothing while closing, the expected end.
+    if (this.closing) return
+    const now = Date.now()
+    if (now - this.lastErrorLog < 1000) return
+    this.lastErrorLog = now
+    const { host, port } = this.publisher.options
+    this.options.log.warn({ error: err.message, redis: `${host}:${port}` }, `redis connection error (${err.message}): retrying`)
   }
+
+  /** When the last connection error was logged. */
+  private lastErrorLog = 0
 }

@@ -15,10 +15,11 @@ type Validated = Static<typeof RedisBroadcastOptionsSchema>
 type Written = Omit<RedisBroadcastOptions, 'redis' | 'authorize' | 'canSubscribe'>
 /** The written type with its defaults applied: every option set, and so every field of the groups. */
 type Defaulted = {
-  [K in Exclude<keyof Written, 'jwt'>]-?: K extends 'history' | 'presence' ? Required<NonNullable<Written[K]>> : NonNullable<Written[K]>
+  [K in Exclude<keyof Written, 'jwt' | 'redisNamespace'>]-?: K extends 'history' | 'presence' ? Required<NonNullable<Written[K]>> : NonNullable<Written[K]>
 }
 
 assert<Same<keyof Written, keyof Validated>>()
-assert<Same<Defaulted, Omit<Validated, 'jwt'>>>()
-// jwt has no default: it stays optional, with the same fields.
+assert<Same<Defaulted, Omit<Validated, 'jwt' | 'redisNamespace'>>>()
+// jwt and redisNamespace have no default: they stay optional, with the same fields.
 assert<Same<Written['jwt'], Validated['jwt']>>()
+assert<Same<Written['redisNamespace'], Validated['redisNamespace']>>()
