@@ -78,7 +78,8 @@ export class Hub<Member extends HubMember = HubMember> {
   /** Per member, the channels whose subscribe waits for the bus. */
   private readonly deferred = new WeakMap<Member, Map<string, DeferredJoin>>()
   /** Resolves when the bus is back (a reconnect) or at the next retry tick, for every waiting subscribe at once. */
-  private busBack: { promise: Promise<void>, wake: () => void } | undefined
+  private busBack: Promise<void> | undefined
+  private wakeBus: (() => void) | undefined
 
   /** Set when the app starts closing: no new connection may join from then on. */
   closing = false
@@ -219,20 +220,19 @@ export class Hub<Member extends HubMember = HubMember> {
   }
 
   private async nextBusCheck (): Promise<void> {
-    if (this.busBack === undefined) {
-      let wake = (): void => {}
-      const promise = new Promise<void>((resolve) => { wake = resolve })
+    this.busBack ??= new Promise<void>((resolve) => {
       const timer = setTimeout(() => { this.wakeDeferred() }, DEFERRED_RETRY)
       timer.unref()
-      this.busBack = { promise, wake: () => { clearTimeout(timer); wake() } }
-    }
-    await this.busBack.promise
+      this.wakeBus = () => { clearTimeout(timer); resolve() }
+    })
+    await this.busBack
   }
 
   private wakeDeferred (): void {
-    const busBack = this.busBack
+    const wake = this.wakeBus
     this.busBack = undefined
-    busBack?.wake()
+    this.wakeBus = undefined
+    wake?.()
   }
 
   leave (member: Member, channel: string): void {

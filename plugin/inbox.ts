@@ -4,7 +4,7 @@ import { foreignPayloadReason } from './bus/payload-check.js'
 import { MAX_POSITION_LENGTH } from './history/sequence.js'
 import type { Hub } from './hub.js'
 import type { BroadcastStats } from './stats.js'
-import { NO_TIMINGS, type Timings } from './metrics.js'
+import type { Timings } from './metrics.js'
 
 // One warning per interval at most: a flood of foreign payloads must not flood the log as well.
 const FOREIGN_LOG_INTERVAL = 10000
@@ -14,19 +14,19 @@ const FOREIGN_LOG_INTERVAL = 10000
  * the plugin's channels (another program, a mistake) is dropped, counted and logged.
  */
 export function createInbox (hub: Hub, maxMessageBytes: number, stats: BroadcastStats, log: FastifyBaseLogger,
-  timings: Timings = NO_TIMINGS): BusMessageHandler {
+  timings?: Timings): BusMessageHandler {
   let lastForeignLog = 0
   // Arrival times of this turn's messages: the hub writes to the sockets in a microtask queued
   // during the first delivery, so a microtask queued from a microtask runs after that write.
   let arrivals: number[] = []
   const observe = (): void => {
     const now = performance.now()
-    for (const arrival of arrivals) timings.delivery((now - arrival) / 1000)
+    for (const arrival of arrivals) (timings as Timings).delivery((now - arrival) / 1000)
     arrivals = []
   }
   return (channel, payload) => {
     stats.messagesIn++
-    if (timings !== NO_TIMINGS && arrivals.push(performance.now()) === 1) queueMicrotask(() => { queueMicrotask(observe) })
+    if (timings !== undefined && arrivals.push(performance.now()) === 1) queueMicrotask(() => { queueMicrotask(observe) })
     // The publish script adds the position to a message after the publisher checked its size.
     const foreign = foreignPayloadReason(payload, maxMessageBytes + MAX_POSITION_LENGTH)
     if (foreign === undefined) {

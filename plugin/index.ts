@@ -21,7 +21,7 @@ import { createPublishGuard } from './security/publish-auth.js'
 import { ConnectionCapacity } from './security/capacity.js'
 import { watchPendingRequests } from './security/pending-requests.js'
 import { registerWebsocketServer } from './websocket-server.js'
-import { createMetrics, NO_TIMINGS } from './metrics.js'
+import { createMetrics } from './metrics.js'
 import { registerOpenApi } from './openapi.js'
 import { endUpgradesWhileClosing } from './ws-internals.js'
 import websocketRoute from '../routes/websocket.js'
@@ -64,7 +64,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   const metrics = options.metricsPath === false
     ? undefined
     : createMetrics(stats, { connections: () => hub.members.size, channels: () => hub.channelCount })
-  const timings = metrics?.timings ?? NO_TIMINGS
+  const timings = metrics?.timings
   const publisher = createPublisher(bus, { maxMessageBytes: options.maxMessageBytes, maxBatchSize: options.maxBatchSize, historyOf }, stats, timings)
 
   fastify.decorate('broadcast', publisher.broadcast)

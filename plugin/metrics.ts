@@ -9,8 +9,6 @@ export interface Timings {
   delivery (seconds: number): void
 }
 
-export const NO_TIMINGS: Timings = { publish () {}, delivery () {} }
-
 /** What the gauges read: this instance's open connections and subscribed channels, right now. */
 export interface Current {
   connections: () => number

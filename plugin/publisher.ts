@@ -6,7 +6,7 @@ import { encodeMessage } from './frames.js'
 import { isValidIdempotencyKey } from './history/idempotency.js'
 import type { HistorySettings } from './history/settings.js'
 import type { BroadcastStats } from './stats.js'
-import { NO_TIMINGS, type Timings } from './metrics.js'
+import type { Timings } from './metrics.js'
 import type { BroadcastMessage, BroadcastOptions, BroadcastResult } from './types.js'
 
 export interface PublisherOptions {
@@ -26,7 +26,7 @@ export interface Publisher {
  * The one way in for messages, from POST /publish and from code alike: validate, encode once,
  * hand to the bus. A message is refused here, where its publisher hears why, never dropped later.
  */
-export function createPublisher (bus: Bus, options: PublisherOptions, stats: BroadcastStats, timings: Timings = NO_TIMINGS): Publisher {
+export function createPublisher (bus: Bus, options: PublisherOptions, stats: BroadcastStats, timings?: Timings): Publisher {
   /** Validates and encodes one message; throws the error its publisher should hear. */
   function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string): BusMessage {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
@@ -54,7 +54,7 @@ export function createPublisher (bus: Bus, options: PublisherOptions, stats: Bro
       stats.publishFailures += messages.length
       throw err
     } finally {
-      timings.publish((performance.now() - started) / 1000)
+      timings?.publish((performance.now() - started) / 1000)
     }
     stats.published += messages.length
     return results.map(toBroadcastResult)

@@ -43,6 +43,6 @@ function kindOf (value: unknown): string {
 }
 
 function preview (value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value)
+  const text = String(JSON.stringify(value))
   return text.length > 80 ? `${text.slice(0, 77)}...` : text
 }

@@ -79,8 +79,9 @@ t.test('the metrics are guarded like publishing, or open to the scrape network',
 })
 
 t.test('metricsPath: false leaves the route out; a bad metricsAllow entry fails registration', async (t) => {
-  const { url } = await build(t, { redis: redis.url, metricsPath: false })
+  const { url, publish } = await build(t, { redis: redis.url, metricsPath: false })
   t.equal((await fetch(`${url}/metrics`)).status, 404)
+  t.equal((await publish({ data: 'untimed' })).status, 202, 'publishing works without the metrics')
   const Fastify = (await import('fastify')).default
   const redisBroadcast = (await import('../plugin/index.js')).default
   for (const entry of ['10.0.0.0/33', 'lan', '10.0.0.0/8/1', '::1/129']) {

@@ -36,7 +36,8 @@ t.test('an option error never shows a secret\'s value', async (t) => {
     [{ jwt: { secret: 'Sup3rS3cret15ch' } }, 'Sup3rS3cret15ch', /option "jwt.secret" is invalid: .* \(got a string of 15 characters\)/],
     [{ jwt: { secret: 'a-long-enough-secret-value', extra: 'x' } }, 'a-long-enough-secret-value', /option "jwt.extra"/],
     [{ jwt: 'a-long-enough-secret-value' }, 'a-long-enough-secret-value', /option "jwt" is invalid: .* \(got a string of 26 characters\)/],
-    [{ publishKeys: [null] }, 'no-such-value', /option "publishKeys.0" is invalid: .* \(got a value of type null\)/]
+    [{ publishKeys: [null] }, 'no-such-value', /option "publishKeys.0" is invalid: .* \(got a value of type null\)/],
+    [{ jwt: 42 }, 'no-such-value', /option "jwt" is invalid: .* \(got a value of type number\)/]
   ]
   for (const [options, secret, message] of cases) {
     const app = Fastify({ logger: false })

@@ -1,4 +1,6 @@
 import t from 'tap'
+import { Type } from '@sinclair/typebox'
+import { publishBodyValidator } from '../routes/publish-body.js'
 import { build, busOptions, BUS_KINDS } from './helpers/app.js'
 import { refusedUpgrade, wsUrl, plain } from './helpers/client.js'
 import { startRedis } from './helpers/redis-server.js'
@@ -92,4 +94,13 @@ t.test('a refused publish body names the field, the rule and, in a batch, the me
   }
   const long = await publish({ channel: 'x'.repeat(300), data: 1 })
   t.match(await long.json(), { message: /\(got "x{70,}\.\.\.\)/ }, 'a long value is shown cut short')
+})
+
+t.test('the publish body validator, on its own: a rule without a description, null, a value JSON cannot show', async (t) => {
+  const validate = publishBodyValidator(Type.Object({ n: Type.Number() }), 2)
+  t.match(validate({ n: 'x' }), { error: { message: /"n" is invalid: Expected number \(got "x"\)/ } })
+  t.match(validate([null]), { error: { message: /message 0: a message is a JSON object with "data" \(got null\)/ } })
+  t.match(validate([[1]]), { error: { message: /\(got an array\)/ } })
+  t.match(validate({ n: undefined }), { error: { message: /"n"/ } })
+  t.same(validate({ n: 1 }), { value: { n: 1 } })
 })

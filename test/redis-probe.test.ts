@@ -136,3 +136,15 @@ t.test('a user-supplied client on a half-open link: publishes time out with 503 
   t.equal(health.statusCode, 503, 'the client still says ready, but /health does not')
   t.match(health.json(), { status: 'degraded', reasons: [/did not confirm the last 1 publish/] })
 })
+
+t.test('a Redis that is slow but answers is no probe failure, and probes do not pile up meanwhile', async (t) => {
+  const { app } = await build(t, { redis: redis.url, probeInterval: 50, probeTimeout: 3000 })
+  // A script that spins for 600 ms blocks the server: the probe in flight waits, and the ticks meanwhile skip.
+  const spin = "local s = redis.call('TIME') local t0 = s[1] * 1000000 + s[2] " +
+    "while true do local n = redis.call('TIME') if n[1] * 1000000 + n[2] - t0 > 600000 then break end end return 1"
+  await direct.eval(spin, 0)
+  await sleep(300)
+  t.equal(app.broadcastStats().probeFailures, 0)
+  t.equal(app.broadcastStats().subscriberReconnects, 0, 'the connection was kept')
+  t.equal((await app.inject('/health')).statusCode, 200)
+})

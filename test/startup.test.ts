@@ -3,6 +3,7 @@ import Fastify from 'fastify'
 import fastifyRedis from '@fastify/redis'
 import { Redis as Redis5 } from 'ioredis5'
 import redisBroadcast from '../plugin/index.js'
+import { readyTimeout } from '../plugin/bus/create.js'
 import { freePort, startRedis } from './helpers/redis-server.js'
 import type { LogLine } from './helpers/app.js'
 
@@ -70,4 +71,11 @@ t.test('a Redis that is down at start-up fails with the plugin\'s message before
   const errors = logs.filter((line) => /redis connection error/.test(line.msg))
   t.ok(errors.length >= 1 && errors.length <= Math.ceil(elapsed / 1000) + 1, `${errors.length} error lines in ${elapsed} ms`)
   t.notOk(errors.some((line) => 'err' in line), 'no stack traces')
+})
+
+t.test('start-up waits for Redis redisReadyTimeout, within Fastify\'s pluginTimeout', async (t) => {
+  t.equal(readyTimeout(5000, undefined), 5000)
+  t.equal(readyTimeout(5000, 0), 5000, 'pluginTimeout 0: no limit of Fastify\'s')
+  t.equal(readyTimeout(20000, 10000), 9000, 'a second before Fastify would give up')
+  t.equal(readyTimeout(300, 10000), 300)
 })

@@ -116,8 +116,10 @@ export class Session extends SocketWriter implements HubMember {
 
   releaseSync (channel: string, epoch: string | undefined, top: number, passed: boolean): void {
     const sync = this.syncs?.get(channel)
-    // Gone meanwhile: the session was closed (a slow consumer) while the replay was queued.
+    // Gone meanwhile: the replay returns before it releases a session that left, so only a sync
+    // stopped some other way could be missing here.
     const held = sync?.release(epoch, top)
+    /* c8 ignore next */
     if (held === undefined) return
     for (const message of held) this.offer(channel, sync as ChannelSync, message)
     if (passed) this.stopSync(channel)
