@@ -1,12 +1,29 @@
 import type { FastifyPluginAsync } from 'fastify'
+import fastifyRedis from '@fastify/redis'
 import redisBroadcast, { redactingLogger, type RedisBroadcastOptions } from './plugin/index.js'
+import { createPublisherClient, whenRedisReady } from './plugin/redis/client.js'
+import { readyTimeout } from './plugin/bus/create.js'
 
 /**
  * The service as `fastify start dist/app.js` runs it, configured from the environment
  * (README.md lists every variable). PORT, FASTIFY_ADDRESS and the log level are fastify-cli's own.
  */
 const app: FastifyPluginAsync = async (fastify, _options) => {
-  await fastify.register(redisBroadcast, optionsFromEnv(process.env))
+  const { redis: url, ...options } = optionsFromEnv(process.env)
+  if (typeof url === 'string') {
+    // As a user's service would: @fastify/redis holds the connection (fastify.redis, for routes of
+    // one's own too), made with the settings the plugin needs, and the plugin uses it. It is ready
+    // before @fastify/redis sees it, which would otherwise wait in silence for Fastify's time-out.
+    const client = createPublisherClient(url)
+    try {
+      await whenRedisReady(client, readyTimeout(10_000, fastify.initialConfig.pluginTimeout), fastify.log)
+    } catch (err) {
+      client.disconnect()
+      throw err
+    }
+    await fastify.register(fastifyRedis, { client, closeClient: true })
+  }
+  await fastify.register(redisBroadcast, options)
 }
 
 /**

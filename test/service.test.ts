@@ -2,7 +2,7 @@ import t from 'tap'
 import Fastify from 'fastify'
 import app, { optionsFromEnv } from '../app.js'
 import { TestClient, wsUrl, plain } from './helpers/client.js'
-import { startRedis } from './helpers/redis-server.js'
+import { freePort, startRedis } from './helpers/redis-server.js'
 import { startService } from './helpers/service.js'
 
 const redis = await startRedis()
@@ -141,4 +141,28 @@ t.test('the service logs no token from a query string, on any path, a 404 includ
   t.ok(logged().includes('token=[redacted]'), 'the requests were logged, redacted')
   t.ok(logged().includes('not found'), 'a 404 was logged')
   t.notOk(logged().includes(signature), 'no line holds the token')
+})
+
+t.test('npm start listens on IPv6 and IPv4 alike by default (FASTIFY_ADDRESS, else ::)', async (t) => {
+  const { readFile } = await import('node:fs/promises')
+  const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
+  t.match(pkg.scripts.start, /--address \$\{FASTIFY_ADDRESS:-::\}/, 'the start script defaults the address to ::')
+  const service = await startService(t, { REDIS_URL: redis.url, FASTIFY_ADDRESS: '::' })
+  const port = new URL(service.url).port
+  t.equal((await fetch(`http://[::1]:${port}/health`)).status, 200, 'over IPv6')
+  t.equal((await fetch(`http://127.0.0.1:${port}/health`)).status, 200, 'over IPv4')
+})
+
+t.test('the service connects through @fastify/redis; a Redis that is down fails start-up with the plugin\'s message', async (t) => {
+  const service = await startService(t, { REDIS_URL: redis.url })
+  t.equal((await fetch(`${service.url}/health`)).status, 200)
+  const clients = await redis.client().call('CLIENT', 'LIST') as string
+  t.match(clients, /name=fastify-redis-broadcast:publisher/, 'fastify.redis is made with the plugin\'s settings')
+
+  const closed = await freePort()
+  const failed = await startService(t, { REDIS_URL: `redis://127.0.0.1:${closed}`, FASTIFY_PLUGIN_TIMEOUT: '3000' }).then(() => undefined, (err: Error) => err)
+  t.match(failed?.message, new RegExp(`Redis at 127.0.0.1:${closed} did not become ready within 2000 ms`))
+  const retries = failed?.message.match(/redis connection error/g) ?? []
+  t.ok(retries.length <= 4, `${retries.length} connection error lines in 2 s`)
+  t.notMatch(failed?.message, /Unhandled error event|at Socket|Plugin did not start in time/, 'no stacks, and not Fastify\'s time-out')
 })

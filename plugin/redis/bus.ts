@@ -5,7 +5,7 @@ import type { Bus, BusHealth, BusMessage, BusMessageHandler, HistoryPage, Histor
 import { BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
-import { quit, redisCommand, toBusError, waitForReady } from './client.js'
+import { addressOf, connectionErrorLogger, quit, redisCommand, toBusError, waitForReady } from './client.js'
 import { readHistory } from './history.js'
 import { RedisKeys } from './keys.js'
 import { publishMessages } from './publish.js'
@@ -47,6 +47,7 @@ export class RedisBus implements Bus {
   private subscriber: RedisSubscriber | undefined
   private readonly options: Required<Omit<RedisBusOptions, 'stats'>> & Pick<RedisBusOptions, 'stats'>
   private closing = false
+  private readonly onClientError: (err: Error) => void
   /** Publishes in a row that Redis did not confirm in time: the publisher link may be dead. */
   private unconfirmedPublishes = 0
 
@@ -61,8 +62,11 @@ export class RedisBus implements Bus {
     }
     this.publisher = options.publisher
     this.keys = new RedisKeys(options.prefix)
+    // Every client's errors are logged, publisher and subscriber sharing one line a second: a
+    // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
+    this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)
+    this.publisher.on('error', this.onClientError)
     if (options.ownsPublisher) {
-      this.publisher.on('error', this.onClientError)
       // A fresh connection starts with a clean record: the one that timed out was torn down.
       this.publisher.on('ready', () => { this.unconfirmedPublishes = 0 })
     }
@@ -70,13 +74,12 @@ export class RedisBus implements Bus {
 
   async start (onMessage: BusMessageHandler, onReconnected: () => void): Promise<void> {
     const { readyTimeout, commandTimeout, probeInterval, probeTimeout, stats, log } = this.options
-    const { host, port } = this.publisher.options
     const subscriber = new RedisSubscriber(this.publisher, { keys: this.keys, commandTimeout, probeInterval, probeTimeout, stats, log },
       onMessage, onReconnected, this.onClientError)
     this.subscriber = subscriber
     try {
       await withTimeout(Promise.all([subscriber.start(), waitForReady(this.publisher)]), readyTimeout, () => new BusUnavailableError(
-        `Redis at ${host}:${port} did not become ready within ${readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.client.status})`
+        `Redis at ${addressOf(this.publisher)} did not become ready within ${readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.client.status})`
       ))
     } catch (err) {
       await this.close()
@@ -156,18 +159,4 @@ export class RedisBus implements Bus {
     this.options.log.warn({ unconfirmed: this.unconfirmedPublishes }, 'Redis did not confirm a publish in time')
     if (this.options.ownsPublisher && this.publisher.status === 'ready') this.publisher.stream.destroy()
   }
-
-  private readonly onClientError = (err: Error): void => {
-    // ioredis reconnects by itself, trying again within a second: one short line per second at
-    // most (no stack, which says nothing here), and nothing while closing, the expected end.
-    if (this.closing) return
-    const now = Date.now()
-    if (now - this.lastErrorLog < 1000) return
-    this.lastErrorLog = now
-    const { host, port } = this.publisher.options
-    this.options.log.warn({ error: err.message, redis: `${host}:${port}` }, `redis connection error (${err.message}): retrying`)
-  }
-
-  /** When the last connection error was logged. */
-  private lastErrorLog = 0
 }

@@ -1,4 +1,5 @@
 import { Redis, type RedisOptions } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
 import { BusRefusedError, BusUnavailableError } from '../errors.js'
 import { withTimeout } from '../timeout.js'
 
@@ -39,7 +40,10 @@ export const SUBSCRIBER_SETTINGS: RedisOptions = {
   connectionName: 'fastify-redis-broadcast:subscriber'
 }
 
-/** The publisher the plugin makes from a URL or from ioredis options (and so closes itself). */
+/**
+ * A client with the settings the plugin needs of a publisher (no offline queue, quick reconnects):
+ * the one it makes from a URL or from ioredis options, and the one to hand to @fastify/redis.
+ */
 export function createPublisherClient (redis: string | RedisOptions): Redis {
   return typeof redis === 'string' ? new Redis(redis, PUBLISHER_SETTINGS) : new Redis({ ...redis, ...PUBLISHER_SETTINGS })
 }
@@ -64,6 +68,43 @@ export async function redisCommand<T> (command: Promise<T>, timeout: number, wha
 export async function waitForReady (client: Redis): Promise<void> {
   if (client.status === 'ready') return
   await new Promise<void>((resolve) => client.once('ready', resolve))
+}
+
+/** Where a client connects, for messages: `host:port`. */
+export function addressOf (client: Redis): string {
+  const { host, port } = client.options
+  return `${host}:${port}`
+}
+
+/**
+ * An 'error' listener for connections to `address`: one short line a second at most, however many
+ * connections share it (ioredis retries by itself, and a stack says nothing here); nothing while
+ * `quiet()`, as when closing.
+ */
+export function connectionErrorLogger (log: FastifyBaseLogger, address: string, quiet: () => boolean = () => false): (err: Error) => void {
+  let lastLog = 0
+  return (err) => {
+    const now = Date.now()
+    if (quiet() || now - lastLog < 1000) return
+    lastLog = now
+    log.warn({ error: err.message, redis: address }, `redis connection error (${err.message}): retrying`)
+  }
+}
+
+/**
+ * Resolves once `client` is ready, logging its connection errors meanwhile; fails with a message
+ * naming the address after `timeout` ms. For a service that connects before it registers
+ * @fastify/redis, which would otherwise wait in silence until Fastify's plugin time-out.
+ */
+export async function whenRedisReady (client: Redis, timeout: number, log: FastifyBaseLogger): Promise<void> {
+  const onError = connectionErrorLogger(log, addressOf(client))
+  client.on('error', onError)
+  try {
+    await withTimeout(waitForReady(client), timeout, () => new BusUnavailableError(
+      `Redis at ${addressOf(client)} did not become ready within ${timeout} ms (the connection is ${client.status})`))
+  } finally {
+    client.off('error', onError)
+  }
 }
 
 export async function quit (client: Redis, timeout: number): Promise<void> {

@@ -16,7 +16,7 @@ export interface Service {
 /** Runs the built service the way `npm start` does, `fastify start --options dist/app.js`, in a child process. */
 export async function startService (t: Test, env: Record<string, string>): Promise<Service> {
   const port = await freePort()
-  const childEnv: Record<string, string | undefined> = { ...process.env, ...env, FASTIFY_ADDRESS: '127.0.0.1', PORT: String(port) }
+  const childEnv: Record<string, string | undefined> = { ...process.env, FASTIFY_ADDRESS: '127.0.0.1', ...env, PORT: String(port) }
   // The child runs compiled JavaScript; its coverage is not this suite's.
   delete childEnv.NODE_V8_COVERAGE
   const child = spawn(process.execPath, [`${root}node_modules/fastify-cli/cli.js`, 'start', '--options', '-l', 'info', 'dist/app.js'], {
