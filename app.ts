@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fastifyRedis from '@fastify/redis'
 import redisBroadcast, { redactingLogger, type RedisBroadcastOptions } from './plugin/index.js'
-import { createPublisherClient, whenRedisReady } from './plugin/redis/client.js'
+import { createPublisherClient, quit, whenRedisReady } from './plugin/redis/client.js'
 import { readyTimeout } from './plugin/bus/create.js'
 
 /**
@@ -21,7 +21,11 @@ const app: FastifyPluginAsync = async (fastify, _options) => {
       client.disconnect()
       throw err
     }
-    await fastify.register(fastifyRedis, { client, closeClient: true })
+    // Closed by us, not by @fastify/redis: its QUIT fails on a client with no offline queue while
+    // Redis is away, and the close would fail with it. Added before the plugin, this hook runs
+    // after the plugin's own (the presence leaves go out first).
+    fastify.addHook('onClose', async () => { await quit(client, 1000) })
+    await fastify.register(fastifyRedis, { client })
   }
   await fastify.register(redisBroadcast, options)
 }

@@ -131,7 +131,7 @@ export class Hub<Member extends HubMember = HubMember> {
   async join (member: Member, channel: string, resume: Resume | undefined, reply: (outcome: SubscribeOutcome) => void): Promise<void> {
     if (!this.members.has(member)) return
     const waiting = this.deferred.get(member)?.get(channel)
-    if (waiting !== undefined) {
+    if (waiting !== undefined && member.channels.has(channel)) {
       // Asked again while the first request waits for the bus: the latest one is answered.
       waiting.resume = resume
       waiting.reply = reply
@@ -165,6 +165,8 @@ export class Hub<Member extends HubMember = HubMember> {
   /** The steps of a join once the member is listed: the bus subscription, presence, history, the reply. */
   private async confirm (member: Member, channel: string, { resume, reply, keepsHistory, synced }: DeferredJoin): Promise<void> {
     await this.subscriptions.get(channel)
+    // Unsubscribed meanwhile (a deferred subscribe runs beside the member's later frames).
+    if (!member.channels.has(channel)) return
     // The subscribed reply waits for presence too: a client that is subscribed is listed.
     const listed = this.presence?.tracksMember(channel, member.identity) === true && member.channels.has(channel)
       ? this.presence.join(channel, presenceIdentity(member.identity, member.id), member)
@@ -174,7 +176,7 @@ export class Hub<Member extends HubMember = HubMember> {
       return
     }
     await listed
-    reply(resume === undefined ? {} : { recovered: false })
+    if (member.channels.has(channel)) reply(resume === undefined ? {} : { recovered: false })
   }
 
   /** Answers a subscribe the bus could not confirm, once it can: tried again at each reconnect and every second. */
@@ -190,7 +192,8 @@ export class Hub<Member extends HubMember = HubMember> {
     void (async () => {
       for (;;) {
         await this.nextBusCheck()
-        if (this.closing || !this.members.has(member) || !member.channels.has(channel)) break
+        // Withdrawn (unsubscribed, perhaps subscribed again as a new request) or gone.
+        if (this.closing || pending.get(channel) !== request || !member.channels.has(channel)) break
         this.resubscribe(channel)
         try {
           await this.confirm(member, channel, request)
@@ -203,7 +206,7 @@ export class Hub<Member extends HubMember = HubMember> {
           break
         }
       }
-      pending.delete(channel)
+      if (pending.get(channel) === request) pending.delete(channel)
     })()
   }
 
@@ -237,6 +240,7 @@ export class Hub<Member extends HubMember = HubMember> {
 
   leave (member: Member, channel: string): void {
     if (!member.channels.delete(channel)) return
+    this.deferred.get(member)?.delete(channel)
     member.stopSync(channel)
     if (this.presence?.tracksMember(channel, member.identity) === true) this.presence.leave(channel, presenceIdentity(member.identity, member.id), member)
     const listeners = this.listeners.get(channel)

@@ -107,6 +107,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     const limits = { maxConnections: options.maxConnections, maxConnectionsPerIp: options.maxConnectionsPerIp }
     const capacity = new ConnectionCapacity(limits, () => pending.stale())
     const pending = watchPendingRequests(fastify.server, { timeout: options.handshakeTimeout, admits: (stale) => stale === 0 || capacity.hasRoom(stale) })
+    // Later requests on a kept-alive connection get Node's own bound, no longer than ours.
+    fastify.server.headersTimeout = Math.min(fastify.server.headersTimeout, options.handshakeTimeout)
     fastify.addHook('onClose', async () => { pending.stop() })
     await fastify.register(websocketRoute, {
       path: options.websocketPath,

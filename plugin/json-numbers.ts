@@ -6,7 +6,11 @@ const MAY_OVERFLOW = /[eE][+]?\d{3}|\d{309}/
 
 /** Whether a parsed JSON body, whose text is `text`, holds a number JSON cannot carry. */
 export function holdsNonFiniteNumber (text: string, value: unknown): boolean {
-  if (!MAY_OVERFLOW.test(text)) return false
+  return MAY_OVERFLOW.test(text) && hasNonFiniteNumber(value)
+}
+
+/** Whether a value holds NaN or ±Infinity anywhere, which JSON.stringify writes as null. */
+export function hasNonFiniteNumber (value: unknown): boolean {
   // Iterative: a body nested thousands deep must not overflow the stack.
   const pending: unknown[] = [value]
   while (pending.length > 0) {

@@ -81,7 +81,7 @@ export function createMetrics (stats: BroadcastStats, current: Current): { regis
   })
   const deliveryDelay = new Histogram({
     name: 'frb_delivery_delay_seconds',
-    help: 'Time from a message\'s arrival from the bus to the write to its sockets',
+    help: 'Time from a message\'s arrival from the bus to the end of the event-loop turn that wrote it to its sockets (held messages included at their arrival turn)',
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [registry]
   })

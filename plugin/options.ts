@@ -96,12 +96,14 @@ export type ResolvedOptions = Static<typeof RedisBroadcastOptionsSchema> & Pick<
 
 const HOOKS = ['authorize', 'canSubscribe'] as const
 
-// Options whose values are secrets: an error names them, and never shows what was given.
-const SECRET_OPTIONS = /^(publishKeys|jwt)(\.|$)/
-
-function describe (name: string, value: unknown): string {
-  if (!SECRET_OPTIONS.test(name)) return JSON.stringify(value)
-  return typeof value === 'string' ? `a string of ${value.length} characters` : `a value of type ${value === null ? 'null' : typeof value}`
+/**
+ * What was given, for an error message, without showing a secret: a string (a key, a secret, or
+ * one under a mistyped name) or an object (which may hold one) is described, never shown.
+ */
+function describe (value: unknown): string {
+  if (typeof value === 'string') return `a string of ${value.length} characters`
+  if (typeof value === 'object' && value !== null) return Array.isArray(value) ? 'an array' : 'an object'
+  return JSON.stringify(value)
 }
 
 export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions {
@@ -119,7 +121,7 @@ export function resolveOptions (options: RedisBroadcastOptions): ResolvedOptions
   const firstError = Value.Errors(RedisBroadcastOptionsSchema, resolved).First()
   if (firstError !== undefined) {
     const name = firstError.path.slice(1).replaceAll('/', '.')
-    throw new InvalidOptionError(name, `is invalid: ${firstError.message} (got ${describe(name, firstError.value)})`)
+    throw new InvalidOptionError(name, `is invalid: ${firstError.message} (got ${describe(firstError.value)})`)
   }
   const patterns = [
     ...resolved.presence.channels.map((pattern, index) => [`presence.channels.${index}`, pattern]),

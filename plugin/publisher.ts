@@ -3,6 +3,7 @@ import { PROTO_KEY } from './bus/payload-check.js'
 import { isValidChannel } from './channel.js'
 import { InvalidChannelError, InvalidDataError, InvalidIdempotencyKeyError, MessageTooLargeError } from './errors.js'
 import { encodeMessage } from './frames.js'
+import { hasNonFiniteNumber } from './json-numbers.js'
 import { isValidIdempotencyKey } from './history/idempotency.js'
 import type { HistorySettings } from './history/settings.js'
 import type { BroadcastStats } from './stats.js'
@@ -31,6 +32,11 @@ export function createPublisher (bus: Bus, options: PublisherOptions, stats: Bro
   function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string): BusMessage {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
     const payload = encodeMessage(data, channel)
+    // JSON.stringify writes NaN and ±Infinity as null: refuse them rather than send a null the
+    // publisher did not mean. Only a text with a null in it can hold one.
+    if (payload.includes('null') && hasNonFiniteNumber(data)) {
+      throw new InvalidDataError('it holds a number JSON cannot carry (NaN or Infinity), which would arrive as null')
+    }
     const size = Buffer.byteLength(payload)
     if (size > options.maxMessageBytes) throw new MessageTooLargeError(size, options.maxMessageBytes)
     // Every instance drops payloads with this key as foreign: refuse it here, where the caller hears.

@@ -1,4 +1,6 @@
 import t from 'tap'
+import { Redis } from 'ioredis'
+import { waitUntil } from './helpers/wait.js'
 import { build } from './helpers/app.js'
 import { startRedis } from './helpers/redis-server.js'
 import type { Frame, TestClient } from './helpers/client.js'
@@ -87,4 +89,18 @@ t.test('GET /history stops at maxReadBytes and says so', async (t) => {
   const next = JSON.parse(await (await fetch(`${url}/history/paged?since=4&limit=2`)).text()) as { truncated?: boolean, messages: Frame[] }
   t.same(next.messages.map((m) => m.offset), [5, 6], 'the next page goes on from the last offset')
   t.equal(next.truncated, undefined, 'a page within the cap says nothing')
+})
+
+t.test('live messages held for a subscribe that waits for a history read count against slowConsumerBytes', async (t) => {
+  const ownClient = new Redis(redis.url, { enableOfflineQueue: false })
+  t.teardown(() => ownClient.disconnect())
+  const held = await build(t, { redis: ownClient, slowConsumerBytes: 200_000 })
+  const other = await build(t, { redis: redis.url })
+  const client = await held.connect()
+  // The publisher link goes (history reads fail); the subscriber link stays (live messages come).
+  ownClient.disconnect()
+  client.send({ type: 'subscribe', channel: 'piling' })
+  await waitUntil(() => held.app.broadcastStats().subscribesDeferred === 1, 5000)
+  for (let i = 0; i < 5; i++) await other.app.broadcast(BIG, { channel: 'piling' })
+  t.same(await client.closed, { code: 4008, reason: 'slow consumer' }, 'closed once 5 × 63 KB were held')
 })

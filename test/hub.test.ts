@@ -86,10 +86,13 @@ t.test('a connection that leaves while its subscription is being confirmed is ne
 class ScriptedBus extends MemoryBus {
   readonly failures: Error[] = []
   subscribes = 0
+  /** How long a subscribe that succeeds takes, in milliseconds. */
+  delay = 0
   override async subscribe (channel: string): Promise<void> {
     this.subscribes++
     const failure = this.failures.shift()
     if (failure !== undefined) throw failure
+    if (this.delay > 0) await new Promise((resolve) => setTimeout(resolve, this.delay))
     await super.subscribe(channel)
   }
 }
@@ -154,4 +157,35 @@ t.test('waiting subscribes end when the hub closes or the member leaves', async 
   await new Promise((resolve) => setTimeout(resolve, 50))
   t.equal(answers, 0, 'neither is answered')
   t.equal(bus.subscribes, 2, 'and neither tried again')
+})
+
+t.test('a subscribe withdrawn while it waits, then made again, is answered once and delivers', async (t) => {
+  const { bus, hub } = await scriptedHub(t)
+  const member = new StandIn('one')
+  hub.add(member)
+  bus.failures.push(new BusUnavailableError('down'))
+  const replies: string[] = []
+  await hub.join(member, 'again', undefined, () => replies.push('first'))
+  hub.leave(member, 'again')
+  await hub.join(member, 'again', undefined, () => replies.push('second'))
+  hub.catchUp()
+  await new Promise((resolve) => setTimeout(resolve, 1300))
+  t.same(replies, ['second'], 'the withdrawn request is never answered; the new one is, once')
+  t.ok(member.channels.has('again'))
+  t.equal(hub.deliver('again', Buffer.from('{}')), 1)
+})
+
+t.test('a waiting subscribe withdrawn while its retry is under way is not answered', async (t) => {
+  const { bus, hub } = await scriptedHub(t)
+  const member = new StandIn('one')
+  hub.add(member)
+  bus.failures.push(new BusUnavailableError('down'))
+  bus.delay = 200
+  const replies: string[] = []
+  await hub.join(member, 'slow', undefined, () => replies.push('answered'))
+  hub.catchUp()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  hub.leave(member, 'slow')
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  t.same(replies, [], 'no subscribed after the unsubscribe')
 })

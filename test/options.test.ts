@@ -36,8 +36,13 @@ t.test('an option error never shows a secret\'s value', async (t) => {
     [{ jwt: { secret: 'Sup3rS3cret15ch' } }, 'Sup3rS3cret15ch', /option "jwt.secret" is invalid: .* \(got a string of 15 characters\)/],
     [{ jwt: { secret: 'a-long-enough-secret-value', extra: 'x' } }, 'a-long-enough-secret-value', /option "jwt.extra"/],
     [{ jwt: 'a-long-enough-secret-value' }, 'a-long-enough-secret-value', /option "jwt" is invalid: .* \(got a string of 26 characters\)/],
-    [{ publishKeys: [null] }, 'no-such-value', /option "publishKeys.0" is invalid: .* \(got a value of type null\)/],
-    [{ jwt: 42 }, 'no-such-value', /option "jwt" is invalid: .* \(got a value of type number\)/]
+    [{ publishKeys: [null] }, 'no-such-value', /option "publishKeys.0" is invalid: .* \(got null\)/],
+    [{ jwt: 42 }, 'no-such-value', /option "jwt" is invalid: .* \(got 42\)/],
+    [{ publishKey: 'Sup3rS3cret15ch' }, 'Sup3rS3cret15ch', /option "publishKey" is invalid: .* \(got a string of 15 characters\)/],
+    [{ jwt: { secret: 42 } }, 'no-such-value', /option "jwt.secret" is invalid/],
+    [{ jwt: { secret: { value: 'Sup3rS3cret15ch' } } }, 'Sup3rS3cret15ch', /option "jwt.secret" is invalid: .* \(got an object\)/],
+    [{ publishKeys: [['Sup3rS3cret15ch']] }, 'Sup3rS3cret15ch', /option "publishKeys.0" is invalid: .* \(got an array\)/],
+    [{ rateLimit: { publish: { max: 0, timeWindow: 1 } } }, 'no-such-value', /option "rateLimit.publish.max" is invalid: .* \(got 0\)/]
   ]
   for (const [options, secret, message] of cases) {
     const app = Fastify({ logger: false })

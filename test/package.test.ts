@@ -2,6 +2,7 @@ import t from 'tap'
 import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import semver from 'semver'
 
@@ -12,7 +13,7 @@ const run = promisify(execFile)
 const root = fileURLToPath(new URL('../', import.meta.url))
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 
-t.test('npm pack ships the library, the client and their types, without source maps', async (t) => {
+t.test('npm pack ships the library, the client and their types, and source maps only with their sources', async (t) => {
   const pkg = JSON.parse(await readFile(new URL('../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> }
   t.equal(pkg.scripts.prepack, 'npm run build', 'packing builds first: a fresh clone packs a working package')
   // The build is the one `npm test` made: running prepack here would empty dist/ under the tests
@@ -23,7 +24,12 @@ t.test('npm pack ships the library, the client and their types, without source m
   for (const path of ['dist/plugin/index.js', 'dist/plugin/index.d.ts', 'dist/client/index.js', 'dist/client/index.d.ts', 'dist/app.js', 'package.json', 'README.md']) {
     t.ok(paths.includes(path), path)
   }
-  t.same(paths.filter((path) => path.endsWith('.map')), [], 'no source maps')
+  // Source maps carry their sources (inlineSources): none points at a file the package lacks.
+  for (const map of paths.filter((path) => path.endsWith('.map'))) {
+    const { sources, sourcesContent } = JSON.parse(await readFile(join(root, map), 'utf8')) as { sources: string[], sourcesContent?: Array<string | null> }
+    if (sourcesContent?.length !== sources.length || sourcesContent.some((content) => typeof content !== 'string')) t.fail(`${map} lacks its sources`)
+  }
+  t.ok(paths.some((path) => path.endsWith('.map')), 'source maps ship, with their sources')
   t.same(paths.filter((path) => path.endsWith('.ts') && !path.endsWith('.d.ts')), [], 'no TypeScript sources')
   t.same(paths.filter((path) => /^(test|scripts|examples|dist\/scripts)\//.test(path)), [], 'no tests, benchmarks or examples')
 })

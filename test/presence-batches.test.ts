@@ -2,7 +2,7 @@ import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import { Presence } from '../plugin/presence/presence.js'
-import type { PresenceChange, PresenceStore } from '../plugin/presence/store.js'
+import { MemoryPresenceStore, type PresenceChange, type PresenceStore } from '../plugin/presence/store.js'
 
 // How Presence groups its updates while one is in flight. The store here answers when the test
 // says so, to hold an update in flight across several refresh ticks (test/presence.test.ts runs
@@ -88,4 +88,22 @@ t.test('within a batch a join and a leave cancel; beyond the budget changes wait
   await presence.stop()
   t.same(sent().at(-1), ['leave', '"dan"'], 'stop() sends what waited, whatever the budget')
   t.ok(updates.flat().some(([kind, who]) => kind === 'leave' && who === '"cy"'))
+})
+
+t.test('a join held back by its budget is not refreshed into the store, so the leave that cancels it loses nothing', async (t) => {
+  const store = new MemoryPresenceStore(async () => {})
+  const presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 300, anonymous: true }, Fastify({ logger: false }).log)
+  presence.start()
+  const ann = {}
+  for (let i = 0; i < 2; i++) {
+    void presence.join('room', '"ann"', ann)
+    await sleep(5)
+    presence.leave('room', '"ann"', ann)
+    await sleep(5)
+  }
+  void presence.join('room', '"ann"', ann)
+  await sleep(150)
+  presence.leave('room', '"ann"', ann)
+  await presence.stop()
+  t.same(await store.members('room'), [], 'ann is not listed')
 })

@@ -164,7 +164,8 @@ async function closeOf (socket: Socket): Promise<void> {
 }
 
 t.test('a connection that trickles its upgrade request is cut after handshakeTimeout', async (t) => {
-  const { url } = await build(t, { redis: redis.url, handshakeTimeout: 1500 })
+  const { url, app } = await build(t, { redis: redis.url, handshakeTimeout: 1500 })
+  t.equal(app.server.headersTimeout, 1500, 'later requests on a kept-alive connection get Node\'s bound, lowered to the same')
   const slow = await openRaw(url, 'GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n')
   const silent = await openRaw(url)
   const closed = Promise.all([closeOf(slow), closeOf(silent)])

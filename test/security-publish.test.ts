@@ -142,3 +142,11 @@ t.test('numbers JSON cannot carry are refused with a code, not published as null
   t.same((await client.messages(2)).map((m) => m.data), ['1e309', 1e308], 'only the carryable ones arrived')
   t.same(plain(await quietFor(client, 200)).length, 2, 'and nothing else')
 })
+
+t.test('broadcast() in code refuses NaN and Infinity too, and keeps real nulls', async (t) => {
+  const { app } = await build(t, { redis: redis.url })
+  for (const data of [Number.NaN, { a: [1, Number.POSITIVE_INFINITY] }, [null, -Infinity]]) {
+    await t.rejects(app.broadcast(data, { channel: 'news' }), { code: 'FRB_INVALID_DATA', message: /NaN or Infinity/ })
+  }
+  t.match(await app.broadcast({ a: null, b: [null] }, { channel: 'news' }), { offset: Number })
+})

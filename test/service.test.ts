@@ -55,6 +55,13 @@ t.test('the service app reads REDIS_URL from the environment', async (t) => {
     t.match(response.json(), { status: 'ok', bus }, `REDIS_URL=${String(value)}`)
     await server.close()
   }
+  const closed = await freePort()
+  process.env.REDIS_URL = `redis://127.0.0.1:${closed}`
+  const server = Fastify({ logger: false, pluginTimeout: 2500 })
+  await t.rejects(async () => await server.register(app).ready(),
+    { code: 'FRB_BUS_UNAVAILABLE', message: new RegExp(`Redis at 127.0.0.1:${closed} did not become ready within 1500 ms`) },
+    'an unreachable REDIS_URL fails with the plugin\'s message')
+  await server.close()
 })
 
 t.test('the service app maps every environment variable to its option', async (t) => {
@@ -165,4 +172,19 @@ t.test('the service connects through @fastify/redis; a Redis that is down fails 
   const retries = failed?.message.match(/redis connection error/g) ?? []
   t.ok(retries.length <= 4, `${retries.length} connection error lines in 2 s`)
   t.notMatch(failed?.message, /Unhandled error event|at Socket|Plugin did not start in time/, 'no stacks, and not Fastify\'s time-out')
+})
+
+t.test('the service closes cleanly while Redis is down', async (t) => {
+  const saved = process.env.REDIS_URL
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.REDIS_URL
+    else process.env.REDIS_URL = saved
+  })
+  process.env.REDIS_URL = redis.url
+  const server = Fastify({ logger: false })
+  await server.register(app)
+  await server.ready()
+  await redis.kill()
+  t.teardown(async () => { await redis.start() })
+  await t.resolves(async () => { await server.close() }, 'close() resolves: the client is disconnected, not sent a QUIT it cannot send')
 })

@@ -72,7 +72,7 @@ export class MemoryBus implements Bus {
     let bytes = 0
     for (const message of messages) {
       bytes += message.frame.length
-      if (maxBytes > 0 && bytes > maxBytes) {
+      if (maxBytes > 0 && bytes > maxBytes && page.messages.length > 0) {
         page.truncated = true
         break
       }

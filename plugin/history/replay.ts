@@ -26,6 +26,8 @@ export type Offer = 'hold' | 'skip' | 'send' | 'caught-up'
 export class ChannelSync {
   /** Live messages that arrived while the history was read; undefined once the replay is queued. */
   private held: LiveMessage[] | undefined = []
+  /** Bytes of the held messages: unsent data, like a write queue's, and bounded like one. */
+  heldBytes = 0
   /** The history the replay came from, and its last offset. */
   private epoch: string | undefined
   private top = 0
@@ -37,6 +39,7 @@ export class ChannelSync {
   offer (message: LiveMessage): Offer {
     if (this.held !== undefined) {
       this.held.push(message)
+      this.heldBytes += message.payload.length
       return 'hold'
     }
     const { position } = message
@@ -53,6 +56,7 @@ export class ChannelSync {
   release (epoch: string | undefined, top: number): LiveMessage[] | undefined {
     const held = this.held
     this.held = undefined
+    this.heldBytes = 0
     this.epoch = epoch
     this.top = top
     return held

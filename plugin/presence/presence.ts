@@ -134,7 +134,10 @@ export class Presence {
       // An update still waiting to go out (Redis is slow) refreshes the channel when it goes; the
       // same identities added again at every tick would only make it longer.
       if (this.batches.has(channel)) continue
-      for (const identity of identities.keys()) this.enqueue(channel, 'refresh', identity)
+      // A join still held back by its budget is not in the store yet: a refresh would put it there
+      // behind the budget's back, and a leave that then cancels the held join would never go out.
+      const held = this.deferred.get(channel)
+      for (const identity of identities.keys()) if (held?.has(identity) !== true) this.enqueue(channel, 'refresh', identity)
     }
     const now = Date.now()
     for (const [key, budget] of this.budgets) if (budget.isFull(now)) this.budgets.delete(key)

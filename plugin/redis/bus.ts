@@ -148,6 +148,8 @@ export class RedisBus implements Bus {
     const timeout = this.options.commandTimeout
     if (subscriber !== undefined) await subscriber.close(timeout)
     if (this.options.ownsPublisher) await quit(this.publisher, timeout)
+    // A client of the user's outlives the bus: it keeps no listener of ours.
+    else this.publisher.off('error', this.onClientError)
   }
 
   /**

@@ -34,7 +34,8 @@ while #entries < count and cut == 0 do
   end
   for _, entry in ipairs(chunk) do
     bytes = bytes + #entry[2][2]
-    if maxBytes > 0 and bytes > maxBytes then
+    -- At least one entry: a message over the cap must not stop a reader from paging past it.
+    if maxBytes > 0 and bytes > maxBytes and #entries > 0 then
       cut = 1
       break
     end

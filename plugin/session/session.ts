@@ -291,6 +291,10 @@ export class Session extends SocketWriter implements HubMember {
   private offer (channel: string, sync: ChannelSync, message: LiveMessage, frame?: Buffer[]): boolean {
     switch (sync.offer(message)) {
       case 'hold':
+        // Held while the history is read, or while a deferred subscribe waits for the bus: a
+        // backlog the client cannot drain, so it counts against the slow-consumer bound.
+        if (sync.heldBytes > this.context.limits.slowConsumerBytes) this.onSlowConsumer()
+        return false
       case 'skip':
         return false
       case 'caught-up':
