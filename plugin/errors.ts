@@ -31,6 +31,18 @@ export const InvalidPublishError = createError<[string]>(
   400
 )
 
+export const InvalidTagsError = createError<[string]>(
+  'FRB_INVALID_TAGS',
+  'Invalid tags: %s',
+  400
+)
+
+export const InvalidFilterError = createError<[string]>(
+  'FRB_INVALID_FILTER',
+  'Invalid filter: %s',
+  400
+)
+
 export const InvalidDataError = createError<[string]>(
   'FRB_INVALID_DATA',
   'Message data must be a JSON value: %s',

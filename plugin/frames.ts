@@ -1,3 +1,4 @@
+import { parseFilter, type ParsedFilter } from './tags.js'
 import { BadJsonError, InternalError, InvalidChannelError, InvalidDataError, InvalidResumeError, UnknownTypeError } from './errors.js'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { isValidChannel } from './channel.js'
@@ -21,8 +22,10 @@ export interface SubscribeOutcome {
   recovered?: boolean
 }
 
+type SubscribeClientFrame = { type: 'subscribe', channel: string, resume?: Resume, filter?: ParsedFilter }
+
 export type ClientFrame =
-  | { type: 'subscribe', channel: string, resume?: Resume }
+  | SubscribeClientFrame
   | { type: 'unsubscribe', channel: string }
   | { type: 'ping' }
   | { type: 'refresh', token: string }
@@ -39,7 +42,7 @@ export interface WireError {
  * Every subscribing instance forwards these exact bytes, so nothing is parsed or
  * stringified again per client.
  */
-export function encodeMessage (data: unknown, channel?: string): string {
+export function encodeMessage (data: unknown, channel?: string, tags?: Record<string, string>): string {
   let text: string | undefined
   try {
     text = JSON.stringify(data)
@@ -49,9 +52,11 @@ export function encodeMessage (data: unknown, channel?: string): string {
   if (text === undefined) {
     throw new InvalidDataError(`${typeof data} is not serialisable`)
   }
+  // Tags go before the data: a filter reads them without parsing the data (plugin/tags.ts).
+  const tagged = tags === undefined ? '' : `,"tags":${JSON.stringify(tags)}`
   return channel === undefined
-    ? `{"type":"message","data":${text}}`
-    : `{"type":"message","channel":${JSON.stringify(channel)},"data":${text}}`
+    ? `{"type":"message"${tagged},"data":${text}}`
+    : `{"type":"message","channel":${JSON.stringify(channel)}${tagged},"data":${text}}`
 }
 
 export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): ClientFrame | WireError {
@@ -75,11 +80,21 @@ export function parseClientFrame (raw: Buffer | ArrayBuffer | Buffer[], isBinary
     case 'refresh':
       if (!RefreshCheck.Check(frame)) return toWireError(new BadJsonError())
       return { type, token: frame.token }
-    case 'subscribe':
-      if (SubscribeCheck.Check(frame)) return { type, channel: frame.channel }
-      if (ResumeCheck.Check(frame)) return { type, channel: frame.channel, resume: { since: frame.since, epoch: frame.epoch } }
-      if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
-      return toWireError(new InvalidResumeError(), channel)
+    case 'subscribe': {
+      let subscribe: SubscribeClientFrame
+      if (SubscribeCheck.Check(frame)) subscribe = { type, channel: frame.channel }
+      else if (ResumeCheck.Check(frame)) subscribe = { type, channel: frame.channel, resume: { since: frame.since, epoch: frame.epoch } }
+      else if (!isValidChannel(channel)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
+      else return toWireError(new InvalidResumeError(), channel)
+      const { filter } = frame as { filter?: unknown }
+      if (filter === undefined) return subscribe
+      try {
+        subscribe.filter = parseFilter(filter)
+      } catch (err) {
+        return toWireError(err, subscribe.channel)
+      }
+      return subscribe
+    }
     case 'unsubscribe':
       if (!UnsubscribeCheck.Check(frame)) return toWireError(new InvalidChannelError(describe(channel)), channelOf(channel))
       return { type, channel: frame.channel }

@@ -5,6 +5,7 @@ import { textFrame } from './websocket-frame.js'
 import { gapFrame, type Resume, type SubscribeOutcome } from './frames.js'
 import { CLOSE_SLOW_CONSUMER } from './close-codes.js'
 import { BusUnavailableError } from './errors.js'
+import { Filter, type ParsedFilter } from './tags.js'
 import type { HistorySettings } from './history/settings.js'
 import type { Position } from './history/sequence.js'
 import { LiveOrder } from './history/live-order.js'
@@ -75,6 +76,8 @@ export class Hub<Member extends HubMember = HubMember> {
   private readonly replayer: Replayer
   /** Bus subscriptions that failed: the next member to try again issues a fresh one. */
   private readonly failedSubscriptions = new WeakSet<Promise<void>>()
+  /** Subscription filters by canonical key, shared by every subscriber with the same one, and how many use each. */
+  private readonly filters = new Map<string, { filter: Filter, users: number }>()
   /** Per member, the channels whose subscribe waits for the bus. */
   private readonly deferred = new WeakMap<Member, Map<string, DeferredJoin>>()
   /** Resolves when the bus is back (a reconnect) or at the next retry tick, for every waiting subscribe at once. */
@@ -98,6 +101,27 @@ export class Hub<Member extends HubMember = HubMember> {
       reportGap: (channel) => { this.deliver(channel, Buffer.from(gapFrame(channel))) }
     }, policy.maxReplay, stats, log)
     this.replayer = new Replayer(bus, this.liveOrder, { maxReplay: policy.maxReplay, maxBytes: policy.maxReplayBytes }, stats)
+  }
+
+  /** The one Filter for a filter's key: each distinct filter is judged once per message. */
+  acquireFilter ({ key, rules }: ParsedFilter): Filter {
+    let entry = this.filters.get(key)
+    if (entry === undefined) {
+      entry = { filter: new Filter(key, rules), users: 0 }
+      this.filters.set(key, entry)
+    }
+    entry.users++
+    return entry.filter
+  }
+
+  releaseFilter (filter: Filter): void {
+    const entry = this.filters.get(filter.key) as { filter: Filter, users: number }
+    if (--entry.users === 0) this.filters.delete(filter.key)
+  }
+
+  /** How many distinct filters subscriptions hold here. */
+  get filterCount (): number {
+    return this.filters.size
   }
 
   /** How many channels this instance listens on: each is one Redis subscription. */

@@ -36,7 +36,11 @@ export const SubscribeFrame = Type.Object({
   channel: ChannelName,
   // A `since` or `epoch` alone is no resume: the frame is refused with FRB_INVALID_RESUME.
   since: Type.Optional(Type.Never({ description: 'Only together with `epoch`: see the resume form' })),
-  epoch: Type.Optional(Type.Never({ description: 'Only together with `since`: see the resume form' }))
+  epoch: Type.Optional(Type.Never({ description: 'Only together with `since`: see the resume form' })),
+  filter: Type.Optional(Type.Unknown({
+    description: 'Deliver only messages whose tags match every key: `{"symbol":["AAPL","MSFT"]}` (1-16 tag names, ' +
+      'each with 1-64 string values); a bad one is refused with FRB_INVALID_FILTER. Subscribing again replaces it'
+  }))
 }, {
   title: 'subscribe',
   description: 'Receive what is published on `channel`; answered by `subscribed`'
@@ -46,7 +50,8 @@ export const ResumeFrame = Type.Object({
   type: Type.Literal('subscribe'),
   channel: ChannelName,
   since: Since,
-  epoch: Epoch
+  epoch: Epoch,
+  filter: Type.Optional(Type.Unknown({ description: 'As on a plain subscribe: the replay is filtered too' }))
 }, {
   title: 'subscribe (resume)',
   description: 'Resume: first everything published on `channel` after offset `since` of history `epoch`, then live, ' +

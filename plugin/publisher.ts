@@ -4,6 +4,7 @@ import { isValidChannel } from './channel.js'
 import { InvalidChannelError, InvalidDataError, InvalidIdempotencyKeyError, MessageTooLargeError } from './errors.js'
 import { encodeMessage } from './frames.js'
 import { hasNonFiniteNumber } from './json-numbers.js'
+import { checkTags, type Tags } from './tags.js'
 import { isValidIdempotencyKey } from './history/idempotency.js'
 import type { HistorySettings } from './history/settings.js'
 import type { BroadcastStats } from './stats.js'
@@ -29,9 +30,10 @@ export interface Publisher {
  */
 export function createPublisher (bus: Bus, options: PublisherOptions, stats: BroadcastStats, timings?: Timings): Publisher {
   /** Validates and encodes one message; throws the error its publisher should hear. */
-  function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string): BusMessage {
+  function prepare (data: unknown, channel: string | undefined, idempotencyKey?: string, tags?: Tags): BusMessage {
     if (channel !== undefined && !isValidChannel(channel)) throw new InvalidChannelError(JSON.stringify(channel))
-    const payload = encodeMessage(data, channel)
+    if (tags !== undefined) checkTags(tags)
+    const payload = encodeMessage(data, channel, tags)
     // JSON.stringify writes NaN and ±Infinity as null: refuse them rather than send a null the
     // publisher did not mean. Only a text with a null in it can hold one.
     if (payload.includes('null') && hasNonFiniteNumber(data)) {
@@ -67,8 +69,8 @@ export function createPublisher (bus: Bus, options: PublisherOptions, stats: Bro
   }
 
   return {
-    async broadcast (data, { channel, idempotencyKey } = {}) {
-      const [result] = await publish([prepare(data, channel, idempotencyKey)])
+    async broadcast (data, { channel, idempotencyKey, tags } = {}) {
+      const [result] = await publish([prepare(data, channel, idempotencyKey, tags)])
       return result
     },
     async broadcastMany (messages) {
@@ -76,9 +78,9 @@ export function createPublisher (bus: Bus, options: PublisherOptions, stats: Bro
         throw new InvalidDataError(`a batch holds at most ${options.maxBatchSize} messages (maxBatchSize), got ${messages.length}`)
       }
       // Every message is checked before any is sent: a bad one refuses the whole batch.
-      const prepared = messages.map(({ data, channel, idempotencyKey }, index) => {
+      const prepared = messages.map(({ data, channel, idempotencyKey, tags }, index) => {
         try {
-          return prepare(data, channel, idempotencyKey)
+          return prepare(data, channel, idempotencyKey, tags)
         } catch (err) {
           (err as Error).message = `message ${index}: ${(err as Error).message}`
           throw err

@@ -206,6 +206,11 @@ export interface BroadcastOptions {
    * first publish's result, with `duplicate: true`.
    */
   idempotencyKey?: string
+  /**
+   * Tags for subscription filters (`{ symbol: 'AAPL' }`): at most 16, keys of 1-64 characters of
+   * `A-Z a-z 0-9 _ . : -`, string values of at most 256 bytes. Delivered in the frame as `tags`.
+   */
+  tags?: Record<string, string>
 }
 
 export interface BroadcastMessage extends BroadcastOptions {

@@ -15,7 +15,11 @@ import { redactingLogSerializers } from '../plugin/log-redaction.js'
 export const PublishBody = Type.Object({
   channel: Type.Optional(ChannelName),
   data: Type.Unknown({ description: 'Any JSON value, delivered to subscribers as is' }),
-  idempotencyKey: Type.Optional(IdempotencyKey)
+  idempotencyKey: Type.Optional(IdempotencyKey),
+  tags: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$' }), Type.String({ maxLength: 256 }), {
+    maxProperties: 16,
+    description: 'Tags for subscription filters: at most 16, keys of 1-64 characters of A-Z a-z 0-9 _ . : -, string values of at most 256 bytes'
+  }))
 }, { required: ['data'] })
 
 const Position = {
@@ -102,7 +106,7 @@ const publishRoute: FastifyPluginAsync<PublishRouteOptions> = async (instance, {
         const results = await publisher.broadcastMany(body)
         return await reply.code(202).send({ status: 'accepted', count: results.length, results: results.map(positionOf) })
       }
-      const result = await publisher.broadcast(body.data, { channel: body.channel, idempotencyKey: body.idempotencyKey })
+      const result = await publisher.broadcast(body.data, { channel: body.channel, idempotencyKey: body.idempotencyKey, tags: body.tags })
       return await reply.code(202).send({ status: 'accepted', ...positionOf(result) })
     } catch (err) {
       // The bus is down or slow: tell the publisher when a retry is worth it.

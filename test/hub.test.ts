@@ -18,6 +18,7 @@ class StandIn implements HubMember {
   deliver (channel: string | null, payload: Buffer): boolean { return this.enqueue(payload) }
   enqueue (payload: Buffer): boolean { this.queued.push(payload); return true }
   admitReplay (): boolean { return true }
+  accepts (): boolean { return true }
   flush (): void {}
   startSync (): void {}
   stopSync (): void {}

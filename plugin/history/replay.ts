@@ -67,6 +67,8 @@ export class ChannelSync {
 export interface ReplayTarget {
   readonly channels: ReadonlySet<string>
   enqueue (payload: Buffer): boolean
+  /** Whether the target's filter on `channel` (if any) lets this frame through. */
+  accepts (channel: string, payload: Buffer): boolean
   /**
    * Whether `bytes` more may be queued: a replay counts against the slow-consumer budget before
    * it is written, and a target that would pass it is closed as a slow consumer instead.
@@ -129,7 +131,7 @@ export class Replayer {
       if (!target.admitReplay(bytes)) return
     }
     reply(resume === undefined ? { position } : { position, recovered: replay })
-    if (replay) for (const message of (page as HistoryPage).messages) target.enqueue(message.frame)
+    if (replay) for (const message of (page as HistoryPage).messages) if (target.accepts(channel, message.frame)) target.enqueue(message.frame)
     if (synced) {
       // Once this instance's live stream has passed the replay, no message up to it can come
       // again, and the target need not compare any (nor keep a record per channel).

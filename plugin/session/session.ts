@@ -15,6 +15,7 @@ import type { Authenticator } from '../security/connect-auth.js'
 import type { ConnectionAuth } from '../types.js'
 import type { ChannelAccess } from '../security/channel-access.js'
 import { TokenBucket } from '../security/token-bucket.js'
+import { isMessageFrame, type Filter, type ParsedFilter } from '../tags.js'
 import { SocketWriter, type SlowConsumerPolicy } from './socket-writer.js'
 
 const OPEN = 1
@@ -71,6 +72,8 @@ export class Session extends SocketWriter implements HubMember {
   private frameBudget: TokenBucket | undefined
   private byteBudget: TokenBucket | undefined
   private resumeBudget: TokenBucket | undefined
+  /** Per channel, the subscription's filter; undefined while no channel has one (most sessions). */
+  private filters: Map<string, Filter> | undefined
   private expiry: NodeJS.Timeout | undefined
   /** The upgrade's request id and log level: logs made for this session carry them, as request.log's would. */
   private readonly reqId: string
@@ -104,9 +107,15 @@ export class Session extends SocketWriter implements HubMember {
   // ---- what the hub asks of a member ----------------------------------------------------------
 
   deliver (channel: string | null, payload: Buffer, frame: Buffer[], position: Position | undefined): boolean {
+    if (channel !== null && this.filters !== undefined && !this.accepts(channel, payload)) return false
     const sync = channel === null ? undefined : this.syncs?.get(channel)
     if (sync === undefined) return this.enqueue(payload, frame)
     return this.offer(channel as string, sync, { payload, position }, frame)
+  }
+
+  accepts (channel: string, payload: Buffer): boolean {
+    const filter = this.filters?.get(channel)
+    return filter === undefined || !isMessageFrame(payload) || filter.passes(payload)
   }
 
   startSync (channel: string): void {
@@ -187,9 +196,10 @@ export class Session extends SocketWriter implements HubMember {
       } else if (frame.type === 'ping') {
         this.send(PONG_FRAME)
       } else if (frame.type === 'subscribe') {
-        await this.subscribe(frame.channel, frame.resume)
+        await this.subscribe(frame.channel, frame.resume, frame.filter)
       } else if (frame.type === 'unsubscribe') {
         this.context.hub.leave(this, frame.channel)
+        this.setFilter(frame.channel, undefined)
         this.send(unsubscribedFrame(frame.channel))
       } else {
         await this.refresh(frame.token)
@@ -210,6 +220,7 @@ export class Session extends SocketWriter implements HubMember {
   ended (): void {
     clearTimeout(this.expiry)
     this.context.hub.remove(this)
+    if (this.filters !== undefined) for (const channel of [...this.filters.keys()]) this.setFilter(channel, undefined)
   }
 
   /**
@@ -225,7 +236,22 @@ export class Session extends SocketWriter implements HubMember {
     this.send(errorFrame(toWireError(err, channel)))
   }
 
-  private async subscribe (channel: string, resume?: Resume): Promise<void> {
+  /** Sets (or, with undefined, drops) the filter of `channel`; subscribing again replaces it. */
+  private setFilter (channel: string, parsed: ParsedFilter | undefined): void {
+    const { hub } = this.context
+    const before = this.filters?.get(channel)
+    if (before !== undefined) {
+      hub.releaseFilter(before)
+      this.filters?.delete(channel)
+    }
+    if (parsed !== undefined) {
+      this.filters ??= new Map()
+      this.filters.set(channel, hub.acquireFilter(parsed))
+    }
+    if (this.filters?.size === 0) this.filters = undefined
+  }
+
+  private async subscribe (channel: string, resume?: Resume, filter?: ParsedFilter): Promise<void> {
     const { hub, access, limits } = this.context
     if (resume !== undefined) {
       // Each resume may read history: a cheap frame must not buy expensive reads without end.
@@ -235,8 +261,10 @@ export class Session extends SocketWriter implements HubMember {
     try {
       if (!this.channels.has(channel) && this.channels.size >= limits.maxChannels) throw new ChannelLimitError(limits.maxChannels)
       if (!await access.allows(this.identity, this.grants, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+      this.setFilter(channel, filter)
       await hub.join(this, channel, resume, (outcome) => this.send(subscribedFrame(channel, outcome)))
     } catch (err) {
+      if (!this.channels.has(channel)) this.setFilter(channel, undefined)
       // Redis refusing: the operator should hear of it, not only the client.
       if (err instanceof BusUnavailableError || err instanceof BusRefusedError) this.subscribeFailed(channel, err)
       else this.send(errorFrame(toWireError(err, channel)))
@@ -263,6 +291,7 @@ export class Session extends SocketWriter implements HubMember {
       for (const channel of [...this.channels]) {
         if (await access.allows(this.identity, this.grants, channel)) continue
         hub.leave(this, channel)
+        this.setFilter(channel, undefined)
         this.send(errorFrame(toWireError(new ChannelForbiddenError(JSON.stringify(channel)), channel)))
       }
     } catch (err) {

@@ -11,6 +11,7 @@ export interface Frame {
   epoch?: string
   recovered?: boolean
   identity?: unknown
+  tags?: Record<string, string>
 }
 
 /** Frames without their history position, for tests about what was delivered rather than where it stands. */
