@@ -57,6 +57,7 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   }
   options.allowedOrigins = list('ALLOWED_ORIGINS')
   options.requireOrigin = text('REQUIRE_ORIGIN') === 'true' ? true : undefined
+  options.personalChannels = text('PERSONAL_CHANNELS') === 'false' ? false : undefined
   options.maxPayload = integer('MAX_PAYLOAD')
   options.maxChannelsPerConnection = integer('MAX_CHANNELS_PER_CONNECTION')
   options.maxConnections = integer('MAX_CONNECTIONS')

@@ -130,6 +130,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       },
       originPolicy: { allowedOrigins: options.allowedOrigins, requireOrigin: options.requireOrigin },
       capacity,
+      personalChannels: options.personalChannels,
       heartbeat: options.heartbeatInterval > 0,
       rateLimit: options.rateLimit.upgrade,
       ownsErrorHandler

@@ -52,6 +52,7 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   allowedOrigins: Type.Array(Type.String(), { default: [], description: 'Origins allowed to open a WebSocket; empty means the request\'s own host' }),
   requireOrigin: Type.Boolean({ default: false, description: 'Refuse upgrades that send no Origin header' }),
   compression: Type.Boolean({ default: false, description: 'Offer permessage-deflate to clients' }),
+  personalChannels: Type.Boolean({ default: true, description: 'Subscribe each connection with an identity to its personal channel, @<identity>, at connect' }),
   maxChannelsPerConnection: Type.Integer({ minimum: 1, default: 128, description: 'Channels one connection may subscribe to' }),
   maxConnections: Type.Integer({ minimum: 0, default: 0, description: 'Open WebSockets per instance (0: no limit)' }),
   maxConnectionsPerIp: Type.Integer({ minimum: 0, default: 0, description: 'Open WebSockets per client address and instance (0: no limit)' }),

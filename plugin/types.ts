@@ -67,6 +67,12 @@ export interface RedisBroadcastOptions {
   healthPath?: string | false
   /** Path of the history route (GET <path>/:channel), or false to leave it out. @default '/history' */
   historyPath?: string | false
+  /**
+   * Subscribe each connection with an identity (a JWT `sub`, or the identity `authorize()` returns)
+   * to its personal channel, `@<identity>`, at connect. The channel is its owner's alone either way.
+   * @default true
+   */
+  personalChannels?: boolean
   /** Path of the Prometheus metrics route, or false to leave it out. @default '/metrics' */
   metricsPath?: string | false
   /**

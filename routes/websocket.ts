@@ -11,6 +11,7 @@ import type { ConnectionCapacity } from '../plugin/security/capacity.js'
 import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js'
 import { Session, type SessionContext } from '../plugin/session/session.js'
 import { listen } from '../plugin/session/listeners.js'
+import { personalChannel } from '../plugin/personal.js'
 import { frameWriter, releaseUpgradeResponse } from '../plugin/ws-internals.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from '../plugin/log-redaction.js'
@@ -24,6 +25,8 @@ interface WebsocketRouteOptions {
   sessions: SessionContext
   originPolicy: OriginPolicy
   capacity: ConnectionCapacity
+  /** Whether a connection with an identity is subscribed to its personal channel at connect. */
+  personalChannels: boolean
   /** Whether the heartbeat runs, so pongs must be noted. */
   heartbeat: boolean
   rateLimit: RateLimitSetting | undefined
@@ -90,8 +93,10 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     const session = new Session(socket, frameWriter(socket, tcp), sessions, auth, request)
     sessions.hub.add(session)
     listen(session, { tcp, heartbeat, replaceErrorListener: ownsErrorHandler })
-    const initial = request.query.channels
-    if (initial !== undefined) session.subscribeAtConnect(new Set(initial.split(',')))
+    const initial = new Set(request.query.channels?.split(','))
+    const personal = options.personalChannels ? personalChannel(auth?.identity) : undefined
+    if (personal !== undefined) initial.add(personal)
+    if (initial.size > 0) session.subscribeAtConnect(initial)
   })
 }
 

@@ -79,7 +79,7 @@ t.test('a refused publish body names the field, the rule and, in a batch, the me
   const cases: Array<[unknown, RegExp]> = [
     [{ channel: 'news' }, /^The publish body was refused: "data" is required$/],
     [{}, /"data" is required/],
-    [{ channel: 'my news', data: 1 }, /"channel" is invalid: A channel name: 1-128 characters of A-Z a-z 0-9 _ - \. : \(got "my news"\)/],
+    [{ channel: 'my news', data: 1 }, /"channel" is invalid: A channel name: 1-128 characters of A-Z a-z 0-9 _ - \. :.* \(got "my news"\)/],
     [{ channel: 42, data: 1 }, /"channel" is invalid: .*\(got 42\)/],
     [{ channel: '', data: 1 }, /"channel" is invalid: .*\(got ""\)/],
     [[{ data: 1 }, { channel: 'a b', data: 2 }], /^The publish body was refused: message 1: "channel" is invalid/],

@@ -3,6 +3,7 @@ import { ChannelForbiddenError } from '../errors.js'
 import type { CanSubscribe } from '../types.js'
 import type { Authenticator } from './connect-auth.js'
 import { isGranted } from './grants.js'
+import { isPersonalChannel, personalChannel } from '../personal.js'
 
 /**
  * Who may read a channel: subscribe to it, read its history, list its presence. One rule for all
@@ -17,6 +18,8 @@ export interface ChannelAccess {
 
 export function createChannelAccess (authenticator: Authenticator, canSubscribe: CanSubscribe | undefined): ChannelAccess {
   async function allows (identity: unknown, grants: readonly string[] | undefined, channel: string): Promise<boolean> {
+    // A personal channel is its owner's alone, whatever grants or hooks say.
+    if (isPersonalChannel(channel)) return personalChannel(identity) === channel
     if (canSubscribe !== undefined) return await canSubscribe(identity, channel)
     // No auth configured: every channel is open, as it is to WebSocket clients.
     if (!authenticator.enabled) return true
