@@ -8,3 +8,5 @@ export const CLOSE_POLICY_VIOLATION = 1008
 export const CLOSE_SLOW_CONSUMER = 4008
 /** The connection's token expired and was not refreshed. */
 export const CLOSE_TOKEN_EXPIRED = 4401
+/** The back end closed the identity's connections (POST /disconnect without a code of its own). */
+export const CLOSE_DISCONNECTED = 4403

@@ -5,6 +5,7 @@ import { MAX_POSITION_LENGTH } from './history/sequence.js'
 import type { Hub } from './hub.js'
 import type { BroadcastStats } from './stats.js'
 import type { Timings } from './metrics.js'
+import { parseCommand, type Command } from './commands.js'
 
 // One warning per interval at most: a flood of foreign payloads must not flood the log as well.
 const FOREIGN_LOG_INTERVAL = 10000
@@ -14,7 +15,7 @@ const FOREIGN_LOG_INTERVAL = 10000
  * the plugin's channels (another program, a mistake) is dropped, counted and logged.
  */
 export function createInbox (hub: Hub, maxMessageBytes: number, stats: BroadcastStats, log: FastifyBaseLogger,
-  timings?: Timings): BusMessageHandler {
+  timings?: Timings, onCommand?: (command: Command) => void): BusMessageHandler {
   let lastForeignLog = 0
   // Arrival times of this turn's messages: the hub writes to the sockets in a microtask queued
   // during the first delivery, so a microtask queued from a microtask runs after that write.
@@ -27,6 +28,11 @@ export function createInbox (hub: Hub, maxMessageBytes: number, stats: Broadcast
   return (channel, payload) => {
     stats.messagesIn++
     if (timings !== undefined && arrivals.push(performance.now()) === 1) queueMicrotask(() => { queueMicrotask(observe) })
+    const command = channel === null ? parseCommand(payload) : undefined
+    if (command !== undefined) {
+      onCommand?.(command)
+      return
+    }
     // The publish script adds the position to a message after the publisher checked its size.
     const foreign = foreignPayloadReason(payload, maxMessageBytes + MAX_POSITION_LENGTH)
     if (foreign === undefined) {

@@ -30,6 +30,8 @@ import healthRoute from '../routes/health.js'
 import historyRoute from '../routes/history.js'
 import presenceRoute from '../routes/presence.js'
 import metricsRoute from '../routes/metrics.js'
+import commandRoutes from '../routes/commands.js'
+import { CommandRouter } from './commands.js'
 import asyncApiRoute from '../routes/asyncapi.js'
 
 declare module 'fastify' {
@@ -65,6 +67,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     ? undefined
     : createMetrics(stats, { connections: () => hub.members.size, channels: () => hub.channelCount })
   const timings = metrics?.timings
+  const commands = new CommandRouter(hub.members)
   const publisher = createPublisher(bus, { maxMessageBytes: options.maxMessageBytes, maxBatchSize: options.maxBatchSize, historyOf }, stats, timings)
 
   fastify.decorate('broadcast', publisher.broadcast)
@@ -77,7 +80,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   let stopEndingUpgrades: (() => void) | undefined
   fastify.addHook('onReady', async () => {
     if (bus.kind === 'memory' && rawOptions.redis === undefined && fastify.hasDecorator('redis')) throw new RegisteredBeforeRedisError()
-    await bus.start(createInbox(hub, options.maxMessageBytes, stats, fastify.log, timings), () => { hub.catchUp() })
+    await bus.start(createInbox(hub, options.maxMessageBytes, stats, fastify.log, timings, (command) => { commands.apply(command) }), () => { hub.catchUp() })
     presence.start()
     if (options.heartbeatInterval > 0) {
       stopHeartbeat = startHeartbeat(hub.members, { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
@@ -131,6 +134,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       originPolicy: { allowedOrigins: options.allowedOrigins, requireOrigin: options.requireOrigin },
       capacity,
       personalChannels: options.personalChannels,
+      commands,
       heartbeat: options.heartbeatInterval > 0,
       rateLimit: options.rateLimit.upgrade,
       ownsErrorHandler
@@ -148,6 +152,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
       rateLimit: options.rateLimit.publish
     })
   }
+  await fastify.register(commandRoutes, { subscriptionsPath: options.subscriptionsPath, disconnectPath: options.disconnectPath, bus, guard: publishGuard })
   if (metrics !== undefined) {
     await fastify.register(metricsRoute, { path: options.metricsPath as string, registry: metrics.registry, guard: publishGuard, allow: options.metricsAllow })
   }

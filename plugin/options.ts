@@ -35,6 +35,8 @@ export const RedisBroadcastOptionsSchema = Type.Object({
   historyPath: routePath('/history', 'history (GET <path>/:channel)'),
   presencePath: routePath('/presence', 'presence (GET <path>/:channel)'),
   metricsPath: routePath('/metrics', 'Prometheus metrics'),
+  subscriptionsPath: routePath('/subscriptions', 'subscriptions by identity (POST joins, DELETE leaves)'),
+  disconnectPath: routePath('/disconnect', 'disconnect by identity'),
   metricsAllow: Type.Array(Type.String(), { default: [], description: 'Networks (CIDR, or single addresses) that may read the metrics without a publish key: the scraper\'s' }),
   openapiPath: routePath('/openapi.json', 'OpenAPI document'),
   asyncapiPath: routePath('/asyncapi.json', 'AsyncAPI document of the WebSocket protocol'),

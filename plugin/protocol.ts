@@ -1,6 +1,6 @@
 import { Type, type TSchema } from '@sinclair/typebox'
 import { CHANNEL_MAX_LENGTH, ChannelName } from './channel.js'
-import { CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED } from './close-codes.js'
+import { CLOSE_DISCONNECTED, CLOSE_GOING_AWAY, CLOSE_POLICY_VIOLATION, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED } from './close-codes.js'
 
 // The WebSocket protocol of README.md as data: the schema of every frame either side sends, and the
 // close codes. The client frame schemas are the ones `parseClientFrame` (frames.ts) checks frames
@@ -341,6 +341,11 @@ export interface CloseCode {
 }
 
 export const CLOSE_CODES: readonly CloseCode[] = [
+  {
+    code: CLOSE_DISCONNECTED,
+    meaning: 'The back end closed every connection of this identity with POST /disconnect (logout, a ban); ' +
+      'it may give another code of 4000-4999 and its reason'
+  },
   {
     code: CLOSE_GOING_AWAY,
     meaning: 'The server is shutting down: reconnect, to another instance if there is one. A client that does not ' +

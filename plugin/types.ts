@@ -73,6 +73,10 @@ export interface RedisBroadcastOptions {
    * @default true
    */
   personalChannels?: boolean
+  /** Path of POST / DELETE subscriptions by identity (the back end joins or leaves connections), or false. @default '/subscriptions' */
+  subscriptionsPath?: string | false
+  /** Path of POST disconnect by identity (logout, bans), or false. @default '/disconnect' */
+  disconnectPath?: string | false
   /** Path of the Prometheus metrics route, or false to leave it out. @default '/metrics' */
   metricsPath?: string | false
   /**

@@ -12,6 +12,7 @@ import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js
 import { Session, type SessionContext } from '../plugin/session/session.js'
 import { listen } from '../plugin/session/listeners.js'
 import { personalChannel } from '../plugin/personal.js'
+import type { CommandRouter } from '../plugin/commands.js'
 import { frameWriter, releaseUpgradeResponse } from '../plugin/ws-internals.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
 import { redactingLogSerializers } from '../plugin/log-redaction.js'
@@ -25,6 +26,8 @@ interface WebsocketRouteOptions {
   sessions: SessionContext
   originPolicy: OriginPolicy
   capacity: ConnectionCapacity
+  /** Commands by identity from the back end: a connection that joins catches up on those that came while it connected. */
+  commands: CommandRouter
   /** Whether a connection with an identity is subscribed to its personal channel at connect. */
   personalChannels: boolean
   /** Whether the heartbeat runs, so pongs must be noted. */
@@ -38,6 +41,8 @@ interface WebsocketRouteOptions {
 interface Upgrade {
   auth: ConnectionAuth | undefined
   response: ServerResponse
+  /** When its auth began: commands for its identity from then on apply to it. */
+  since: number
 }
 
 /**
@@ -74,13 +79,14 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
       if (capacity.enabled && request.ws) capacity.admit(request)
     },
     preValidation: async (request, reply) => {
-      upgrades.set(request, { auth: await sessions.authenticator.authenticate(request), response: reply.raw })
+      const since = Date.now()
+      upgrades.set(request, { auth: await sessions.authenticator.authenticate(request), response: reply.raw, since })
     }
   }, (socket: WebSocket, request) => {
     // Nothing here may await before the session listens: a frame that arrived before a late
     // listener would be lost.
     const tcp = request.raw.socket as Socket | null | undefined ?? undefined
-    const { auth, response } = upgrades.get(request) as Upgrade
+    const { auth, response, since } = upgrades.get(request) as Upgrade
     // The entry's value leads back to its key (response → reply → request), and V8's young-generation
     // GC keeps such an entry whole: left here, it would drag the request into the old generation.
     upgrades.delete(request)
@@ -97,6 +103,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     const personal = options.personalChannels ? personalChannel(auth?.identity) : undefined
     if (personal !== undefined) initial.add(personal)
     if (initial.size > 0) session.subscribeAtConnect(initial)
+    options.commands.catchUp(session, since)
   })
 }
 

@@ -22,7 +22,7 @@ t.test('the document is valid OpenAPI 3 and describes every HTTP route, its erro
   t.equal(response.status, 200)
   const document = await response.json() as Document
   await t.resolves(SwaggerParser.validate(structuredClone(document) as never), 'swagger-parser finds nothing wrong')
-  t.same(Object.keys(document.paths).sort(), ['/asyncapi.json', '/health', '/history/{channel}', '/metrics', '/presence/{channel}', '/publish'], 'the WebSocket has the AsyncAPI document')
+  t.same(Object.keys(document.paths).sort(), ['/asyncapi.json', '/disconnect', '/health', '/history/{channel}', '/metrics', '/presence/{channel}', '/publish', '/subscriptions'], 'the WebSocket has the AsyncAPI document')
   const publish = document.paths['/publish'].post
   t.same(Object.keys(publish.responses).sort(), ['202', '400', '401', '413', '415', '429', '502', '503'])
   t.same(publish.security, [{ publishKey: [] }, {}], 'a key, or nothing (local requests)')

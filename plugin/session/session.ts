@@ -169,6 +169,25 @@ export class Session extends SocketWriter implements HubMember {
 
   // ---- what the client sends ------------------------------------------------------------------
 
+  /** The back end put this connection on `channel` (POST /subscriptions): no grant is needed. */
+  subscribeFromServer (channel: string): void {
+    this.frames = this.frames.then(async () => await this.subscribe(channel, undefined, undefined, true))
+  }
+
+  /** The back end took this connection off `channel` (DELETE /subscriptions). */
+  unsubscribeFromServer (channel: string): void {
+    this.frames = this.frames.then(() => {
+      this.context.hub.leave(this, channel)
+      this.setFilter(channel, undefined)
+      this.send(unsubscribedFrame(channel))
+    })
+  }
+
+  /** The back end ended this connection (POST /disconnect): logout, a ban. */
+  disconnect (code: number, reason: string): void {
+    this.evict(code, reason)
+  }
+
   /** Subscribes to the channels the upgrade asked for, in order, before any frame is handled. */
   subscribeAtConnect (channels: Iterable<string>): void {
     for (const channel of channels) this.frames = this.frames.then(async () => await this.subscribe(channel))
@@ -251,7 +270,7 @@ export class Session extends SocketWriter implements HubMember {
     if (this.filters?.size === 0) this.filters = undefined
   }
 
-  private async subscribe (channel: string, resume?: Resume, filter?: ParsedFilter): Promise<void> {
+  private async subscribe (channel: string, resume?: Resume, filter?: ParsedFilter, fromServer = false): Promise<void> {
     const { hub, access, limits } = this.context
     if (resume !== undefined) {
       // Each resume may read history: a cheap frame must not buy expensive reads without end.
@@ -260,7 +279,7 @@ export class Session extends SocketWriter implements HubMember {
     }
     try {
       if (!this.channels.has(channel) && this.channels.size >= limits.maxChannels) throw new ChannelLimitError(limits.maxChannels)
-      if (!await access.allows(this.identity, this.grants, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
+      if (!fromServer && !await access.allows(this.identity, this.grants, channel)) throw new ChannelForbiddenError(JSON.stringify(channel))
       this.setFilter(channel, filter)
       await hub.join(this, channel, resume, (outcome) => this.send(subscribedFrame(channel, outcome)))
     } catch (err) {
