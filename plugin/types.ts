@@ -9,8 +9,13 @@ import type { Redis, RedisOptions } from 'ioredis'
 export interface ConnectionAuth {
   /** Who is connected: handed to `canSubscribe` and kept on the connection. */
   identity: unknown
-  /** Channels, or `prefix*` patterns, the connection may subscribe to. */
+  /** Channels, or `prefix:*` / `prefix.*` patterns, the connection may subscribe to. */
   channels?: string[]
+  /**
+   * Channels the connection joins at connect, as the back end decided (the JWT claim `join`, or
+   * what `authorize()` returns): no grant is needed for them. Membership that outlives a connection.
+   */
+  join?: string[]
   /** When the credentials run out (epoch ms): the socket is closed with 4401 unless refreshed. */
   expiresAt?: number
 }

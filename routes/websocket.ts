@@ -12,6 +12,7 @@ import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js
 import { Session, type SessionContext } from '../plugin/session/session.js'
 import { listen } from '../plugin/session/listeners.js'
 import { personalChannel } from '../plugin/personal.js'
+import { isValidChannel } from '../plugin/channel.js'
 import type { CommandRouter } from '../plugin/commands.js'
 import { frameWriter, releaseUpgradeResponse } from '../plugin/ws-internals.js'
 import { enableRateLimit, type RateLimitSetting } from './rate-limit.js'
@@ -103,6 +104,8 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     const personal = options.personalChannels ? personalChannel(auth?.identity) : undefined
     if (personal !== undefined) initial.add(personal)
     if (initial.size > 0) session.subscribeAtConnect(initial)
+    // Channels the back end put this identity in (the token's `join` claim, or authorize()'s).
+    for (const channel of new Set(auth?.join?.filter(isValidChannel))) session.subscribeFromServer(channel)
     options.commands.catchUp(session, since)
   })
 }

@@ -118,3 +118,23 @@ t.test('only the plugin\'s own command bytes are commands', async (t) => {
   t.same(parseCommand(Buffer.from('{"type":"command","op":"disconnect","identity":"a","code":4403,"reason":"r"}')),
     { type: 'command', op: 'disconnect', identity: 'a', code: 4403, reason: 'r' })
 })
+
+t.test('channels the back end chose join at connect: the token\'s join claim, or authorize()\'s, with no grant needed', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
+  const client = await TestClient.connect(wsUrl(app.url), {
+    headers: { authorization: `Bearer ${sign({ sub: 'erin', channels: [], join: ['room:1', 'room:2', 'bad name', 42] })}` }
+  })
+  t.teardown(() => client.close())
+  for (const channel of ['room:1', 'room:2']) await client.waitFor((f) => f.type === 'subscribed' && f.channel === channel)
+  await app.app.broadcast('hi', { channel: 'room:2' })
+  t.same((await client.messages(1)).map((m) => m.data), ['hi'])
+  t.same(client.frames.filter((f) => f.type === 'error'), [], 'invalid entries are left out, not errors')
+  const from = client.frames.length
+  client.send({ type: 'subscribe', channel: 'room:3' })
+  t.match(await client.waitFor((f) => f.channel === 'room:3', { from }), { type: 'error', code: 'FRB_CHANNEL_FORBIDDEN' }, 'joining is not a grant')
+
+  const hooked = await build(t, { redis: redis.url, authorize: async () => ({ identity: 'frank', join: ['lobby'] }) })
+  const guest = await hooked.connect()
+  await guest.waitFor((f) => f.type === 'subscribed' && f.channel === 'lobby')
+  t.pass('authorize() joins it too')
+})

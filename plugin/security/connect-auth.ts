@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { JWT } from '@fastify/jwt'
 import { ForbiddenError, UnauthorizedError } from '../errors.js'
 import { bearerCredential } from './bearer.js'
+import { isValidChannel } from '../channel.js'
 import type { Authorize, ConnectionAuth } from '../types.js'
 
 /** The subprotocol a browser offers before its token: `new WebSocket(url, ['bearer', token])`. */
@@ -43,9 +44,12 @@ export function authFromToken (jwt: JWT, token: string): ConnectionAuth {
   const channels = Array.isArray(claims.channels)
     ? claims.channels.filter((grant): grant is string => typeof grant === 'string')
     : []
+  // `join`: channels the back end put the user in; names only, and only valid ones.
+  const join = Array.isArray(claims.join) ? claims.join.filter(isValidChannel) : undefined
   return {
     identity: claims,
     channels,
+    join,
     // exp is a required claim (see the jwt verify options in plugin/index.ts).
     expiresAt: (claims.exp as number) * 1000
   }
