@@ -3,7 +3,7 @@ import { Value } from '@sinclair/typebox/value'
 import { InvalidOptionError } from './errors.js'
 import type { RedisBroadcastOptions } from './types.js'
 import { isValidPattern } from './security/grants.js'
-import { isScraperEntry } from '../routes/metrics.js'
+import { isScraperEntry } from './security/networks.js'
 
 function routePath (path: string, route: string) {
   return Type.Union([Type.String({ pattern: '^/' }), Type.Literal(false)], {

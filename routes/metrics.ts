@@ -1,7 +1,7 @@
-import { BlockList, isIP } from 'node:net'
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify'
 import type { Registry } from 'prom-client'
 import { errorResponses, SECURITY } from '../plugin/openapi.js'
+import { isInList, scraperList } from '../plugin/security/networks.js'
 
 interface MetricsRouteOptions {
   path: string
@@ -26,34 +26,12 @@ const metricsRoute: FastifyPluginAsync<MetricsRouteOptions> = async (fastify, { 
     },
     onRequest: async (request) => {
       // The scraper is named by its address as the socket sees it: a forwarded one could be forged.
-      const peer = request.raw.socket?.remoteAddress
-      const version = peer === undefined ? 0 : isIP(peer)
-      if (version !== 0 && scrapers.check(peer as string, version === 4 ? 'ipv4' : 'ipv6')) return
+      if (isInList(scrapers, request.raw.socket?.remoteAddress)) return
       await guard(request)
     }
   }, async (_request, reply) => {
     return await reply.type(registry.contentType).send(await registry.metrics())
   })
-}
-
-/** `10.0.0.0/8`, `2001:db8::/32` or a single address; checked when the options are read. */
-export function scraperList (entries: readonly string[]): BlockList {
-  const list = new BlockList()
-  for (const entry of entries) {
-    const [address, bits] = entry.split('/')
-    const version = isIP(address)
-    const type = version === 6 ? 'ipv6' : 'ipv4'
-    if (bits === undefined) list.addAddress(address, type)
-    else list.addSubnet(address, Number(bits), type)
-  }
-  return list
-}
-
-export function isScraperEntry (entry: string): boolean {
-  const [address, bits, extra] = entry.split('/')
-  const version = isIP(address)
-  if (version === 0 || extra !== undefined) return false
-  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (version === 4 ? 32 : 128))
 }
 
 export default metricsRoute

@@ -15,6 +15,19 @@ t.teardown(() => redis.stop())
 const SECRET = 'a-client-test-secret-of-32-chars'
 const FAST = { minReconnectDelay: 50, maxReconnectDelay: 500 }
 
+/** A token function whose second and later calls (the reconnects) wait for `reopen()`. */
+function heldToken (channels: string[]): { token: () => Promise<string>, reopen: () => void } {
+  const sign = createSigner({ key: SECRET, expiresIn: 60_000 })
+  let reopen = (): void => {}
+  const published = new Promise<void>((resolve) => { reopen = resolve })
+  let calls = 0
+  const token = async (): Promise<string> => {
+    if (calls++ > 0) await published
+    return sign({ sub: 'ann', channels })
+  }
+  return { token, reopen: () => { reopen() } }
+}
+
 t.test('a subscription is ready at its subscribed reply, receives each message with its position, in order, and stops at unsubscribe', async (t) => {
   const app = await build(t, { redis: redis.url })
   const client = recordingClient(t, hubUrl(app.url), FAST)
@@ -47,15 +60,8 @@ t.test('a subscription is ready at its subscribed reply, receives each message w
 
 t.test('a dropped socket is replaced and every channel resumes from its last offset: what was published meanwhile arrives once, in order', async (t) => {
   const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
-  const sign = createSigner({ key: SECRET, expiresIn: 60_000 })
   // The token function holds the reconnect back until everything below was published.
-  let reopen = (): void => {}
-  const published = new Promise<void>((resolve) => { reopen = resolve })
-  let calls = 0
-  const token = async (): Promise<string> => {
-    if (calls++ > 0) await published
-    return sign({ sub: 'ann', channels: ['*'] })
-  }
+  const { token, reopen } = heldToken(['*'])
   const client = recordingClient(t, hubUrl(app.url), { ...FAST, token })
   const subscribed: SubscribedInfo[] = []
   await Promise.all(['a', 'b'].map(async (channel) => await client.subscribe(channel, { onSubscribed: (info) => subscribed.push(info) }).ready))
@@ -80,15 +86,8 @@ t.test('a dropped socket is replaced and every channel resumes from its last off
 
 t.test('a resume the history cannot honour calls onReset with the new position, and the messages after it follow', async (t) => {
   const app = await build(t, { redis: redis.url, jwt: { secret: SECRET }, history: { size: 5, maxReplay: 5 } })
-  const sign = createSigner({ key: SECRET, expiresIn: 60_000 })
   // The token function holds the reconnect back until 20 messages went by, more than the history keeps.
-  let reopen = (): void => {}
-  const published = new Promise<void>((resolve) => { reopen = resolve })
-  let calls = 0
-  const token = async (): Promise<string> => {
-    if (calls++ > 0) await published
-    return sign({ sub: 'ann', channels: ['busy'] })
-  }
+  const { token, reopen } = heldToken(['busy'])
   const client = recordingClient(t, hubUrl(app.url), { ...FAST, token })
   const sub = client.subscribe('busy')
   await sub.ready

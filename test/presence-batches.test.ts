@@ -8,21 +8,27 @@ import { MemoryPresenceStore, type PresenceChange, type PresenceStore } from '..
 // says so, to hold an update in flight across several refresh ticks (test/presence.test.ts runs
 // the same class against Redis).
 
-t.test('while an update is in flight, changes wait in one batch, and refreshes do not pile up in it', async (t) => {
+/** A store that records each update and holds it in flight until `release()`, while `holding`. */
+function heldStore (): { store: PresenceStore, updates: PresenceChange[][], release: () => void, hold: (on: boolean) => void } {
   const updates: PresenceChange[][] = []
-  let release: () => void = () => {}
+  let releaseNext: () => void = () => {}
   let holding = true
   const store: PresenceStore = {
     async update (channel, changes) {
       updates.push([...changes])
-      if (holding) await new Promise<void>((resolve) => { release = resolve })
+      if (holding) await new Promise<void>((resolve) => { releaseNext = resolve })
     },
     async members () { return [] }
   }
+  return { store, updates, release: () => { releaseNext() }, hold: (on) => { holding = on } }
+}
+
+t.test('while an update is in flight, changes wait in one batch, and refreshes do not pile up in it', async (t) => {
+  const { store, updates, release, hold } = heldStore()
   const presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 30, anonymous: true }, Fastify({ logger: false }).log)
   presence.start()
   t.teardown(async () => {
-    holding = false
+    hold(false)
     release()
     await presence.stop()
   })
@@ -44,16 +50,7 @@ t.test('while an update is in flight, changes wait in one batch, and refreshes d
 })
 
 t.test('within a batch a join and a leave cancel; beyond the budget changes wait, cancel, and go out by stop()', async (t) => {
-  const updates: PresenceChange[][] = []
-  let release: () => void = () => {}
-  let holding = true
-  const store: PresenceStore = {
-    async update (channel, changes) {
-      updates.push([...changes])
-      if (holding) await new Promise<void>((resolve) => { release = resolve })
-    },
-    async members () { return [] }
-  }
+  const { store, updates, release, hold } = heldStore()
   const presence = new Presence(store, { tracked: () => true, events: () => false, ttl: 60_000, anonymous: true }, Fastify({ logger: false }).log)
   const [ann, bob, cy, dan, fay] = [{}, {}, {}, {}, {}]
   void presence.join('room', '"ann"', ann)
@@ -62,7 +59,7 @@ t.test('within a batch a join and a leave cancel; beyond the budget changes wait
   void presence.join('room', '"bob"', bob)
   presence.leave('room', '"bob"', bob)
   void presence.join('room', '"cy"', cy)
-  holding = false
+  hold(false)
   release()
   await sleep(20)
   t.same(updates[1], [['join', '"cy"']], 'bob\'s join and leave cancelled within the batch')

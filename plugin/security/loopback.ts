@@ -1,4 +1,5 @@
-import { BlockList, isIP } from 'node:net'
+import { BlockList } from 'node:net'
+import { isInList } from './networks.js'
 import type { FastifyRequest } from 'fastify'
 
 const LOOPBACK = new BlockList()
@@ -10,9 +11,7 @@ LOOPBACK.addAddress('::1', 'ipv6')
  * like a loopback address and is a host name. IPv4-mapped IPv6 (`::ffff:127.0.0.1`) counts.
  */
 export function isLoopback (address: string | undefined): boolean {
-  if (address === undefined) return false
-  const version = isIP(address)
-  return version !== 0 && LOOPBACK.check(address, version === 4 ? 'ipv4' : 'ipv6')
+  return isInList(LOOPBACK, address)
 }
 
 /**
