@@ -161,11 +161,13 @@ export class Hub<Member extends HubMember = HubMember> {
       waiting.reply = reply
       return
     }
-    // Subscribing again to a channel the member is on: its live messages keep flowing as they
-    // are, unless it asks to resume, which replays and so must hold them meanwhile.
+    // A new subscription holds its live messages until the subscribed reply is queued, so the
+    // reply always comes first, however long the bus or presence take to confirm it. Subscribing
+    // again to a channel the member is on: its live messages keep flowing as they are, unless it
+    // asks to resume, which replays and so must hold them meanwhile.
     const added = this.listen(member, channel)
     const keepsHistory = this.policy.historyOf(channel).size > 0
-    const synced = keepsHistory && (added || resume !== undefined)
+    const synced = added || (keepsHistory && resume !== undefined)
     if (synced) member.startSync(channel)
     try {
       await this.confirm(member, channel, { resume, reply, keepsHistory, synced })
@@ -200,7 +202,10 @@ export class Hub<Member extends HubMember = HubMember> {
       return
     }
     await listed
-    if (member.channels.has(channel)) reply(resume === undefined ? {} : { recovered: false })
+    if (!member.channels.has(channel)) return
+    reply(resume === undefined ? {} : { recovered: false })
+    // No history: what was held is sent as it came, after the reply.
+    if (synced) member.releaseSync(channel, undefined, 0, true)
   }
 
   /** Answers a subscribe the bus could not confirm, once it can: tried again at each reconnect and every second. */

@@ -20,9 +20,9 @@ class StandIn implements HubMember {
   admitReplay (): boolean { return true }
   accepts (): boolean { return true }
   flush (): void {}
-  startSync (): void {}
-  stopSync (): void {}
-  releaseSync (): void {}
+  startSync (channel: string): void {}
+  stopSync (channel: string): void {}
+  releaseSync (channel: string): void {}
   close (): void {}
   terminate (): void {}
   async whenClosed (): Promise<void> {}
@@ -189,4 +189,47 @@ t.test('a waiting subscribe withdrawn while its retry is under way is not answer
   hub.leave(member, 'slow')
   await new Promise((resolve) => setTimeout(resolve, 400))
   t.same(replies, [], 'no subscribed after the unsubscribe')
+})
+
+/** A member that holds a channel's messages between startSync and releaseSync, as a session does, and records what it is told in order. */
+class OrderedStandIn extends StandIn {
+  readonly told: string[] = []
+  private readonly holding = new Map<string, Buffer[]>()
+  override deliver (channel: string | null, payload: Buffer): boolean {
+    const held = channel === null ? undefined : this.holding.get(channel)
+    if (held !== undefined) held.push(payload)
+    else this.told.push(payload.toString())
+    return held === undefined
+  }
+
+  override startSync (channel: string): void { this.holding.set(channel, []) }
+  override releaseSync (channel: string): void {
+    for (const payload of this.holding.get(channel) ?? []) this.told.push(payload.toString())
+    this.holding.delete(channel)
+  }
+
+  override stopSync (channel: string): void { this.holding.delete(channel) }
+}
+
+t.test('on a channel without history, a message that arrives before the subscribe is confirmed follows the subscribed reply', async (t) => {
+  const { bus, hub } = await scriptedHub(t)
+  const member = new OrderedStandIn('one')
+  hub.add(member)
+  bus.delay = 100
+  const joining = hub.join(member, 'plain', undefined, () => member.told.push('subscribed'))
+  // Redis may deliver on a channel before this SUBSCRIBE's answer: an earlier one for the same
+  // channel, queued while Redis was away, is already live.
+  t.equal(hub.deliver('plain', Buffer.from('early')), 0, 'held, not sent')
+  await joining
+  hub.deliver('plain', Buffer.from('later'))
+  t.same(member.told, ['subscribed', 'early', 'later'])
+
+  const waiting = new OrderedStandIn('two')
+  hub.add(waiting)
+  bus.failures.push(new BusUnavailableError('down'))
+  await hub.join(waiting, 'deferred', undefined, () => waiting.told.push('subscribed'))
+  hub.deliver('deferred', Buffer.from('while waiting'))
+  hub.catchUp()
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  t.same(waiting.told, ['subscribed', 'while waiting'], 'and so for a subscribe that waited for the bus')
 })
