@@ -46,6 +46,12 @@ interface DeferredJoin {
   synced: boolean
 }
 
+/**
+ * How long one turn may spend writing to sockets before it yields to the event loop. A write is a
+ * few microseconds: a slice is some thousands of sockets, enough to keep a burst's writes few.
+ */
+const FLUSH_SLICE_MS = 5
+
 /** How often a subscribe waiting for the bus tries again when no reconnect says the bus is back. */
 const DEFERRED_RETRY = 1000
 
@@ -69,8 +75,16 @@ export class Hub<Member extends HubMember = HubMember> {
   private readonly listeners = new Map<string, Set<Member>>()
   /** The latest SUBSCRIBE or UNSUBSCRIBE issued per channel; bus commands run in order. */
   private readonly subscriptions = new Map<string, Promise<void>>()
-  /** Members with frames queued this turn, written together by one microtask. */
+  /**
+   * Members with frames to write, in the order they got them; written by a microtask at the end
+   * of the turn, in slices when there are many (see flush).
+   */
   private dirty: Member[] = []
+  /** How many of `dirty` are written already, while the rest waits for the next slice. */
+  private dirtyWritten = 0
+  private flushScheduled = false
+  /** Called once the members dirty now are all written. */
+  private afterWrites: Array<() => void> = []
   /** Keeps each channel's live messages in offset order and repairs gaps from history. */
   private readonly liveOrder: LiveOrder
   private readonly replayer: Replayer
@@ -202,10 +216,11 @@ export class Hub<Member extends HubMember = HubMember> {
       return
     }
     await listed
-    if (!member.channels.has(channel)) return
-    reply(resume === undefined ? {} : { recovered: false })
-    // No history: what was held is sent as it came, after the reply.
-    if (synced) member.releaseSync(channel, undefined, 0, true)
+    if (member.channels.has(channel)) {
+      reply(resume === undefined ? {} : { recovered: false })
+      // No history: what was held is sent as it came, after the reply.
+      if (synced) member.releaseSync(channel, undefined, 0, true)
+    }
   }
 
   /** Answers a subscribe the bus could not confirm, once it can: tried again at each reconnect and every second. */
@@ -316,7 +331,16 @@ export class Hub<Member extends HubMember = HubMember> {
   }
 
   scheduleFlush (member: Member): void {
-    if (this.dirty.push(member) === 1) queueMicrotask(this.flush)
+    this.dirty.push(member)
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    queueMicrotask(this.flush)
+  }
+
+  /** Runs `done` once every frame queued so far is written to its socket (at once when nothing waits). */
+  whenWritten (done: () => void): void {
+    if (this.flushScheduled) this.afterWrites.push(done)
+    else done()
   }
 
   closeSlowConsumer (member: Member): void {
@@ -373,16 +397,39 @@ export class Hub<Member extends HubMember = HubMember> {
     return added
   }
 
+  /**
+   * Writes to the dirty members in their order, each in one write, for at most FLUSH_SLICE_MS;
+   * the rest waits for the next turn (setImmediate), so a message to ten thousand sockets does not
+   * hold the event loop for the whole of their writes: publishes, pings, connects and other
+   * channels go between slices. Frames queued meanwhile join their member's next write, in order;
+   * a member written already goes to the back of the line.
+   */
   private readonly flush = (): void => {
     const dirty = this.dirty
-    this.dirty = []
-    for (const member of dirty) {
+    const started = performance.now()
+    let next = this.dirtyWritten
+    while (next < dirty.length) {
+      const member = dirty[next++] as Member
       try {
         member.flush()
       } catch (err) {
         this.evictBroken(member, err)
       }
+      // The clock is read every so often: most writes take a few microseconds.
+      if ((next & 63) === 0 && next < dirty.length && performance.now() - started > FLUSH_SLICE_MS) {
+        this.dirtyWritten = next
+        this.stats.writesSliced++
+        setImmediate(this.flush)
+        return
+      }
     }
+    this.dirty = []
+    this.dirtyWritten = 0
+    this.flushScheduled = false
+    const afterWrites = this.afterWrites
+    if (afterWrites.length === 0) return
+    this.afterWrites = []
+    for (const done of afterWrites) done()
   }
 
   private evictBroken (member: Member, err: unknown): void {

@@ -17,17 +17,19 @@ const FOREIGN_LOG_INTERVAL = 10000
 export function createInbox (hub: Hub, maxMessageBytes: number, stats: BroadcastStats, log: FastifyBaseLogger,
   timings?: Timings, onCommand?: (command: Command) => void): BusMessageHandler {
   let lastForeignLog = 0
-  // Arrival times of this turn's messages: the hub writes to the sockets in a microtask queued
-  // during the first delivery, so a microtask queued from a microtask runs after that write.
+  // Arrival times of this turn's messages: the hub starts writing to the sockets in a microtask
+  // queued during the first delivery, so a microtask queued from a microtask runs after it has
+  // begun, and asks to hear when the last slice of those writes is done.
   let arrivals: number[] = []
   const observe = (): void => {
     const now = performance.now()
     for (const arrival of arrivals) (timings as Timings).delivery((now - arrival) / 1000)
     arrivals = []
   }
+  const observeWhenWritten = (): void => { hub.whenWritten(observe) }
   return (channel, payload) => {
     stats.messagesIn++
-    if (timings !== undefined && arrivals.push(performance.now()) === 1) queueMicrotask(() => { queueMicrotask(observe) })
+    if (timings !== undefined && arrivals.push(performance.now()) === 1) queueMicrotask(() => { queueMicrotask(observeWhenWritten) })
     const command = channel === null ? parseCommand(payload) : undefined
     if (command !== undefined) {
       onCommand?.(command)

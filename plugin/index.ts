@@ -4,6 +4,7 @@ import { resolveOptions } from './options.js'
 import type { BroadcastConnection, BroadcastMessage, BroadcastOptions, BroadcastResult, RedisBroadcastOptions } from './types.js'
 import { AlreadyRegisteredError, RegisteredBeforeRedisError } from './errors.js'
 import { CLOSE_GOING_AWAY } from './close-codes.js'
+import { LoopDelayMonitor } from './loop-delay.js'
 import { BroadcastStats, type BroadcastStatsSnapshot } from './stats.js'
 import { createBus } from './bus/create.js'
 import { Hub } from './hub.js'
@@ -73,7 +74,8 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   fastify.decorate('broadcast', publisher.broadcast)
   fastify.decorate('broadcastMany', publisher.broadcastMany)
   fastify.decorate('broadcastConnections', hub.members)
-  fastify.decorate('broadcastStats', () => stats.snapshot(hub.members.size, hub.channelCount))
+  const loopDelay = new LoopDelayMonitor()
+  fastify.decorate('broadcastStats', () => stats.snapshot(hub.members.size, hub.channelCount, loopDelay.read()))
 
   // The life cycle: subscribe once the app is ready; close sockets first, then presence and Redis.
   let stopHeartbeat = (): void => {}
@@ -82,6 +84,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
     if (bus.kind === 'memory' && rawOptions.redis === undefined && fastify.hasDecorator('redis')) throw new RegisteredBeforeRedisError()
     await bus.start(createInbox(hub, options.maxMessageBytes, stats, fastify.log, timings, (command) => { commands.apply(command) }), () => { hub.catchUp() })
     presence.start()
+    loopDelay.start()
     if (options.heartbeatInterval > 0) {
       stopHeartbeat = startHeartbeat(hub.members, { interval: options.heartbeatInterval, timeout: options.heartbeatTimeout },
         (session) => { hub.terminateSilent(session) })
@@ -96,6 +99,7 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   })
   fastify.addHook('onClose', async () => {
     stopEndingUpgrades?.()
+    loopDelay.stop()
     // The closed sockets' leaves go out before the bus closes: their users disappear at once.
     await presence.stop()
     await bus.close()

@@ -72,6 +72,7 @@ export function createMetrics (stats: BroadcastStats, current: Current): { regis
   })
   counter('frb_foreign_payloads_dropped_total', 'Payloads on the plugin\'s Redis channels that were not its messages', () => stats.droppedForeignPayloads)
   counter('frb_subscribes_deferred_total', 'Subscribes the bus could not confirm at once, answered once it was back', () => stats.subscribesDeferred)
+  counter('frb_writes_sliced_total', 'Turns whose socket writes went on in the next turns, to keep the event loop responsive', () => stats.writesSliced)
 
   const publishDuration = new Histogram({
     name: 'frb_publish_duration_seconds',
@@ -81,7 +82,7 @@ export function createMetrics (stats: BroadcastStats, current: Current): { regis
   })
   const deliveryDelay = new Histogram({
     name: 'frb_delivery_delay_seconds',
-    help: 'Time from a message\'s arrival from the bus to the end of the event-loop turn that wrote it to its sockets (held messages included at their arrival turn)',
+    help: 'Time from a message\'s arrival from the bus until the last of its sockets was written (held messages included at their arrival turn)',
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [registry]
   })

@@ -1,3 +1,5 @@
+import type { LoopDelay } from './loop-delay.js'
+
 /**
  * What this instance has seen since it started. Plain numbers, bumped on the hot path without
  * allocation; `snapshot()` gives a copy for health checks, logs or a metrics exporter.
@@ -32,10 +34,13 @@ export class BroadcastStats {
   /** Subscribes the bus could not confirm at once (Redis down or slow): answered once it is back. */
   subscribesDeferred = 0
 
+  /** Times a turn's socket writes were too many for one turn and went on in the next ones. */
+  writesSliced = 0
+
   /** `connections` and `channels`: open WebSockets and channels listened on, right now. */
-  snapshot (connections: number, channels: number): BroadcastStatsSnapshot {
+  snapshot (connections: number, channels: number, eventLoopDelay: LoopDelay): BroadcastStatsSnapshot {
     // The counters are this object's own fields: a new counter shows up here without a line more.
-    return { connections, channels, ...this }
+    return { connections, channels, ...this, eventLoopDelay }
   }
 }
 
@@ -44,4 +49,6 @@ export type BroadcastStatsSnapshot = Omit<BroadcastStats, 'snapshot'> & {
   connections: number
   /** Channels with at least one listener on this instance: one Redis subscription each. */
   channels: number
+  /** How late this instance's event loop ran over the last 10 to 20 seconds, in milliseconds. */
+  eventLoopDelay: LoopDelay
 }
