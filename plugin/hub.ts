@@ -5,7 +5,8 @@ import { textFrame } from './websocket-frame.js'
 import { gapFrame, type Resume, type SubscribeOutcome } from './frames.js'
 import { CLOSE_SLOW_CONSUMER } from './close-codes.js'
 import { BusUnavailableError } from './errors.js'
-import { Filter, type ParsedFilter } from './tags.js'
+import { Filter, isMessageFrame, type ParsedFilter } from './tags.js'
+import { Audience } from './audience.js'
 import type { HistorySettings } from './history/settings.js'
 import type { Position } from './history/sequence.js'
 import { LiveOrder } from './history/live-order.js'
@@ -21,6 +22,8 @@ export interface HubMember extends ReplayTarget {
   readonly channels: Set<string>
   /** Bytes queued and not yet handed to the kernel. */
   readonly unsent: number
+  /** The filter of the member's subscription to `channel`, if it has one: the hub delivers only what passes it. */
+  filterOf (channel: string): Filter | undefined
   /** Queues a message built once for every member; false when it was not queued (held, skipped, closed). */
   deliver (channel: string | null, payload: Buffer, frame: Buffer[], position: Position | undefined): boolean
   /** Writes what this turn queued. */
@@ -72,7 +75,7 @@ export interface HubPolicy {
  */
 export class Hub<Member extends HubMember = HubMember> {
   readonly members = new Set<Member>()
-  private readonly listeners = new Map<string, Set<Member>>()
+  private readonly listeners = new Map<string, Audience<Member>>()
   /** The latest SUBSCRIBE or UNSUBSCRIBE issued per channel; bus commands run in order. */
   private readonly subscriptions = new Map<string, Promise<void>>()
   /**
@@ -290,7 +293,7 @@ export class Hub<Member extends HubMember = HubMember> {
     const listeners = this.listeners.get(channel)
     /* c8 ignore next -- a member's channels and the listener map change together */
     if (listeners === undefined) return
-    listeners.delete(member)
+    listeners.delete(member, member.filterOf(channel))
     if (listeners.size > 0) return
     this.listeners.delete(channel)
     this.liveOrder.forget(channel)
@@ -315,9 +318,33 @@ export class Hub<Member extends HubMember = HubMember> {
    * is built here once and the same bytes go to every socket.
    */
   deliver (channel: string | null, payload: Buffer, position?: Position): number {
-    const targets = channel === null ? this.members : this.listeners.get(channel)
-    if (targets === undefined || targets.size === 0) return 0
+    const audience = channel === null ? undefined : this.listeners.get(channel)
+    if (channel !== null && (audience === undefined || audience.size === 0)) return 0
     const frame = textFrame(payload)
+    let delivered = 0
+    if (audience === undefined) {
+      delivered = this.deliverTo(this.members, channel, payload, frame, position)
+    } else {
+      delivered = this.deliverTo(audience.everyone, channel, payload, frame, position)
+      // A filter judges messages only: gap and presence frames go to every listener.
+      const judged = audience.byFilter.size > 0 && isMessageFrame(payload)
+      for (const [filter, group] of audience.byFilter) {
+        if (!judged || filter.passes(payload)) delivered += this.deliverTo(group, channel, payload, frame, position)
+      }
+    }
+    this.stats.messagesOut += delivered
+    return delivered
+  }
+
+  /** Moves a listener of `channel` to the group of its new filter (a subscribe again with another one). */
+  regroup (member: Member, channel: string, before: Filter | undefined, after: Filter | undefined): void {
+    const audience = this.listeners.get(channel)
+    if (audience === undefined || !member.channels.has(channel)) return
+    audience.delete(member, before)
+    audience.add(member, after)
+  }
+
+  private deliverTo (targets: Set<Member>, channel: string | null, payload: Buffer, frame: Buffer[], position: Position | undefined): number {
     let delivered = 0
     for (const member of targets) {
       try {
@@ -326,7 +353,6 @@ export class Hub<Member extends HubMember = HubMember> {
         this.evictBroken(member, err)
       }
     }
-    this.stats.messagesOut += delivered
     return delivered
   }
 
@@ -387,12 +413,12 @@ export class Hub<Member extends HubMember = HubMember> {
   private listen (member: Member, channel: string): boolean {
     let listeners = this.listeners.get(channel)
     if (listeners === undefined) {
-      listeners = new Set()
+      listeners = new Audience()
       this.listeners.set(channel, listeners)
       this.subscriptions.set(channel, this.subscribe(channel))
     }
     const added = !member.channels.has(channel)
-    listeners.add(member)
+    listeners.add(member, member.filterOf(channel))
     member.channels.add(channel)
     return added
   }

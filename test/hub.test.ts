@@ -19,6 +19,7 @@ class StandIn implements HubMember {
   enqueue (payload: Buffer): boolean { this.queued.push(payload); return true }
   admitReplay (): boolean { return true }
   accepts (): boolean { return true }
+  filterOf (): undefined { return undefined }
   flush (): void {}
   startSync (channel: string): void {}
   stopSync (channel: string): void {}

@@ -106,11 +106,15 @@ export class Session extends SocketWriter implements HubMember {
 
   // ---- what the hub asks of a member ----------------------------------------------------------
 
+  // The hub delivers only what passes this session's filter on the channel (see filterOf).
   deliver (channel: string | null, payload: Buffer, frame: Buffer[], position: Position | undefined): boolean {
-    if (channel !== null && this.filters !== undefined && !this.accepts(channel, payload)) return false
     const sync = channel === null ? undefined : this.syncs?.get(channel)
     if (sync === undefined) return this.enqueue(payload, frame)
     return this.offer(channel as string, sync, { payload, position }, frame)
+  }
+
+  filterOf (channel: string): Filter | undefined {
+    return this.filters?.get(channel)
   }
 
   accepts (channel: string, payload: Buffer): boolean {
@@ -259,15 +263,17 @@ export class Session extends SocketWriter implements HubMember {
   private setFilter (channel: string, parsed: ParsedFilter | undefined): void {
     const { hub } = this.context
     const before = this.filters?.get(channel)
-    if (before !== undefined) {
-      hub.releaseFilter(before)
-      this.filters?.delete(channel)
-    }
-    if (parsed !== undefined) {
+    const after = parsed === undefined ? undefined : hub.acquireFilter(parsed)
+    if (after !== undefined) {
       this.filters ??= new Map()
-      this.filters.set(channel, hub.acquireFilter(parsed))
+      this.filters.set(channel, after)
+    } else {
+      this.filters?.delete(channel)
+      if (this.filters?.size === 0) this.filters = undefined
     }
-    if (this.filters?.size === 0) this.filters = undefined
+    // Already listening (a subscribe again with another filter): the hub moves it to its new group.
+    hub.regroup(this, channel, before, after)
+    if (before !== undefined) hub.releaseFilter(before)
   }
 
   private async subscribe (channel: string, resume?: Resume, filter?: ParsedFilter, fromServer = false): Promise<void> {
