@@ -77,17 +77,19 @@ interface PlannedRun {
 }
 
 /**
- * Every round runs every server once, ours first: A B C D, A B C D … Other builds of ours
+ * Every round runs every scenario, and in it every server once, ours first: A B C D, A B C D …
+ * Rounds are the outer loop, so scenarios compared with each other (burst-5k-filtered with
+ * burst-5k) take turns too, and a slow spell of the machine falls on both. Other builds of ours
  * (--compare-dist) take turns with it at going first (A A' C D, A' A C D …): a run can gain or
  * lose from its place in the round (what ran just before it, Redis's state), and a comparison of
  * two builds to within a few percent must not lean on that.
  */
 function plan (settings: Settings): PlannedRun[] {
   const runs: PlannedRun[] = []
-  for (const scenario of settings.scenarios) {
-    const ours = scenario.targets.filter(isOurs)
-    const others = scenario.targets.filter((target) => !isOurs(target))
-    for (let round = 1; round <= settings.rounds; round++) {
+  for (let round = 1; round <= settings.rounds; round++) {
+    for (const scenario of settings.scenarios) {
+      const ours = scenario.targets.filter(isOurs)
+      const others = scenario.targets.filter((target) => !isOurs(target))
       const first = ours.length === 0 ? 0 : (round - 1) % ours.length
       for (const target of [...ours.slice(first), ...ours.slice(0, first), ...others]) runs.push({ scenario, target, round })
     }
@@ -101,7 +103,7 @@ function summaryLine (run: RunResult): string {
     case 'fanout':
       return `${head} ${Math.round(run.deliveriesPerSecond).toLocaleString('en-US')} deliveries/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
         `CPU ${(run.cpuPerMillion.user + run.cpuPerMillion.system).toFixed(2)} s/1M, lost ${run.lost}, dup ${run.duplicates}, ` +
-        `saturated ${run.saturated}`
+        `${run.loopDelayMs === undefined ? '' : `loop delay p99 ${run.loopDelayMs.p99.toFixed(1)} ms, `}saturated ${run.saturated}`
     case 'idle':
       return `${head} ${(run.bytesPerConnection / 1024).toFixed(1)} KiB per connection, ${Math.round(run.connectionsPerSecond)} connects/s`
     case 'publish':

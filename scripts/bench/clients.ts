@@ -5,7 +5,7 @@ import WebSocket from 'ws'
 import { io } from 'socket.io-client'
 import { Histogram } from './histogram.js'
 import {
-  CHANNEL, isMessage, nowUs, type ClientConfig, type ClientStats, type FromClients, type ToClients
+  CHANNEL, GROUP_TAG, groupOf, isMessage, nowUs, type ClientConfig, type ClientStats, type FromClients, type ToClients
 } from './protocol.js'
 
 function send (message: FromClients): void {
@@ -26,21 +26,31 @@ class Tracker {
   private readonly lastInLane: Float64Array
   private readonly perClient: Uint32Array
   private readonly bytesPerClient: number
-  private readonly expected: number
+  private readonly expected: number = 0
 
   constructor (private readonly config: ClientConfig) {
     this.bytesPerClient = Math.ceil(config.messages / 8)
     this.seen = new Uint8Array(this.bytesPerClient * config.count)
     this.lastInLane = new Float64Array(config.lanes * config.count).fill(-1)
     this.perClient = new Uint32Array(config.count)
-    this.expected = config.count * config.messages
+    for (let i = 0; i < config.count; i++) this.expected += this.expects(i)
+  }
+
+  /** How many messages client `client` is due: all of them, or its group's. */
+  private expects (client: number): number {
+    const { messages, groups, firstIndex } = this.config
+    if (groups === 0) return messages
+    const group = (firstIndex + client) % groups
+    return Math.floor(messages / groups) + (group < messages % groups ? 1 : 0)
   }
 
   receive (client: number, seq: number, sentAt: number): void {
     const now = nowUs()
     if (this.firstReceiveUs === 0) this.firstReceiveUs = now
     this.lastReceiveUs = now
-    if (!Number.isInteger(seq) || seq < 0 || seq >= this.config.messages || !Number.isFinite(sentAt)) {
+    const { groups, firstIndex } = this.config
+    const outsideGroup = groups > 0 && seq % groups !== (firstIndex + client) % groups
+    if (!Number.isInteger(seq) || seq < 0 || seq >= this.config.messages || !Number.isFinite(sentAt) || outsideGroup) {
       this.unexpected++
       return
     }
@@ -97,9 +107,11 @@ function integerAfter (frame: Buffer, key: Buffer): number {
 }
 
 /** One client of our wire protocol (ours, textbook and frame-once speak it): resolves once subscribed. */
-async function connectWs (url: string, index: number, tracker: Tracker, timeoutMs: number): Promise<void> {
+async function connectWs (url: string, index: number, tracker: Tracker, timeoutMs: number, filter?: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: timeoutMs })
+    // A filtered subscription is asked for in a subscribe frame: the query names channels only.
+    const socket = new WebSocket(filter === undefined ? url : url.replace(/\?.*$/, ''), { perMessageDeflate: false, handshakeTimeout: timeoutMs })
+    if (filter !== undefined) socket.on('open', () => { socket.send(filter) })
     let ready = false
     const timer = setTimeout(() => { socket.terminate(); reject(new Error('no "subscribed" frame in time')) }, timeoutMs)
     socket.on('message', (data: Buffer, isBinary: boolean) => {
@@ -173,7 +185,13 @@ async function run (config: ClientConfig): Promise<Tracker> {
     while (next < config.count) {
       const index = next++
       try {
-        await connect(config.urls[index % config.urls.length] as string, index, tracker, config.connectTimeoutMs)
+        const url = config.urls[index % config.urls.length] as string
+        if (config.kind === 'ws' && config.groups > 0) {
+          const filter = { [GROUP_TAG]: [groupOf(config.firstIndex + index, config.groups)] }
+          await connectWs(url, index, tracker, config.connectTimeoutMs, JSON.stringify({ type: 'subscribe', channel: CHANNEL, filter }))
+        } else {
+          await connect(url, index, tracker, config.connectTimeoutMs)
+        }
         connected++
       } catch (err) {
         failed++

@@ -29,9 +29,33 @@ export function paddingFor (size: number): string {
   return 'x'.repeat(Math.max(0, size - DATA_OVERHEAD))
 }
 
-/** The body of `POST /publish`, the same for our service and every baseline. */
-export function publishBody (seq: number, pad: string, batch = 1): string {
-  const one = (n: number): { channel: string, data: BenchData } => ({ channel: CHANNEL, data: { seq: n, sentAt: Math.round(nowUs()), pad } })
+/** The tag key of a filtered scenario: message `seq` is tagged `s<seq % groups>`. */
+export const GROUP_TAG = 'shard'
+
+/** The group of a client (by its index over every load process) or of a message (by its seq), in a filtered scenario. */
+export function groupOf (index: number, groups: number): string {
+  return `s${index % groups}`
+}
+
+/**
+ * How many of messages 0 … messages-1 clients 0 … clients-1 receive: every message each, or,
+ * with `groups` filters, the messages of each client's group.
+ */
+export function expectedDeliveries (clients: number, messages: number, groups: number): number {
+  if (groups === 0) return clients * messages
+  let total = 0
+  for (let group = 0; group < groups; group++) {
+    const members = Math.floor(clients / groups) + (group < clients % groups ? 1 : 0)
+    total += members * (Math.floor(messages / groups) + (group < messages % groups ? 1 : 0))
+  }
+  return total
+}
+
+/** The body of `POST /publish`, the same for our service and every baseline; tagged in a filtered scenario. */
+export function publishBody (seq: number, pad: string, batch = 1, groups = 0): string {
+  const one = (n: number): { channel: string, data: BenchData, tags?: Record<string, string> } => groups === 0
+    ? { channel: CHANNEL, data: { seq: n, sentAt: Math.round(nowUs()), pad } }
+    : { channel: CHANNEL, tags: { [GROUP_TAG]: groupOf(n, groups) }, data: { seq: n, sentAt: Math.round(nowUs()), pad } }
   if (batch === 1) return JSON.stringify(one(seq))
   return JSON.stringify(Array.from({ length: batch }, (_, i) => one(seq * batch + i)))
 }
@@ -52,6 +76,13 @@ export interface ClientConfig {
   /** Connections opened at once by this process. */
   connectConcurrency: number
   connectTimeoutMs: number
+  /**
+   * 0: every client subscribes to the channel as it is. Above 0: client i (by `firstIndex + i`)
+   * subscribes with the filter of its group, and receives only that group's messages.
+   */
+  groups: number
+  /** The index of this process's first client over every load process. */
+  firstIndex: number
 }
 
 export type ToClients =
@@ -105,6 +136,8 @@ export interface PublisherConfig {
   timeoutMs: number
   /** Messages per request: above 1, each request is a batch (a JSON array) and counts that many. */
   batch: number
+  /** Above 0: every message is tagged with its group (see groupOf). */
+  groups: number
 }
 
 export type ToPublisher =

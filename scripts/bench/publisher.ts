@@ -29,7 +29,7 @@ async function run (config: PublisherConfig): Promise<PublisherStats> {
   const deadlineUs = startUs + (config.mode === 'load' ? config.durationMs : config.timeoutMs) * 1000
 
   async function post (target: URL, seq: number): Promise<void> {
-    const body = publishBody(seq, pad, config.batch)
+    const body = publishBody(seq, pad, config.batch, config.groups)
     const at = nowUs()
     if (firstSendUs === 0) firstSendUs = at
     lastSendUs = at

@@ -69,6 +69,9 @@ function fanoutSection (scenarios: Scenario[], runs: RunResult[], cores: number)
         lost + dup + order === 0 ? '0 / 0 / 0' : `**${lost} / ${dup} / ${order}**`,
         `${number(med(done, (run) => run.cpuPerMillion.user), 2)} + ${number(med(done, (run) => run.cpuPerMillion.system), 2)}`,
         number(med(done, (run) => run.serverRssMb.peak)),
+        done.every((run) => run.loopDelayMs !== undefined)
+          ? `${ms(med(done, (run) => run.loopDelayMs?.p99 ?? NaN))} / ${ms(med(done, (run) => run.loopDelayMs?.max ?? NaN))}`
+          : '–',
         saturation(done, cores)
       ])
     }
@@ -84,7 +87,7 @@ function fanoutSection (scenarios: Scenario[], runs: RunResult[], cores: number)
     '### Fan-out',
     '',
     table(['scenario', 'server', 'clients', 'deliveries/s', 'latency p50 / p90 / p99 / max (ms)', 'lost / dup / reordered',
-      'server CPU s per 1M deliveries (user + sys)', 'server peak RSS (MB)', 'saturated (cores busy)'], rows),
+      'server CPU s per 1M deliveries (user + sys)', 'server peak RSS (MB)', 'event-loop delay p99 / max (ms)', 'saturated (cores busy)'], rows),
     '',
     ratios.length === 0
       ? ''
@@ -156,7 +159,8 @@ function figuresOf (run: RunResult): Record<string, number> {
         'deliveries/s': run.deliveriesPerSecond,
         'server CPU per delivery': run.cpuPerMillion.user + run.cpuPerMillion.system,
         'p50 latency': run.latencyMs.p50,
-        'p99 latency': run.latencyMs.p99
+        'p99 latency': run.latencyMs.p99,
+        'event-loop delay p99': run.loopDelayMs?.p99 ?? NaN
       }
     case 'idle':
       return { 'RSS per connection': run.bytesPerConnection, 'connects/s': run.connectionsPerSecond, 'server CPU per connect': run.cpuMsPerConnection }
@@ -202,6 +206,42 @@ function buildsSection (scenarios: Scenario[], runs: RunResult[]): string {
     table(['scenario', 'ours ÷', 'figure', 'median of the rounds', 'lowest – highest', 'rounds'], rows), ''].join('\n')
 }
 
+/** Each filtered scenario and the unfiltered one it is measured against. */
+const FILTERED_PAIRS: Array<[string, string]> = [['burst-5k-filtered', 'burst-5k'], ['rate-5k-filtered', 'rate-5k']]
+
+/**
+ * A filtered scenario ÷ its unfiltered twin, round by round, for ours: what filters cost per
+ * delivered message (each client is due as many messages in both; the filtered one publishes
+ * `groups` times as many).
+ */
+function filtersSection (scenarios: Scenario[], runs: RunResult[]): string {
+  const rows: string[][] = []
+  let groups = 0
+  for (const [filteredName, plainName] of FILTERED_PAIRS) {
+    const filtered = scenarios.find((scenario) => scenario.name === filteredName)
+    if (filtered === undefined || !scenarios.some((scenario) => scenario.name === plainName)) continue
+    groups = filtered.groups
+    for (const target of filtered.targets) {
+      const pairs = runsOf(runs, filteredName, target, 'fanout').flatMap((run) => {
+        const plain = runsOf(runs, plainName, target, 'fanout').find((other) => other.round === run.round)
+        return plain === undefined ? [] : [[run, plain] as const]
+      })
+      if (pairs.length === 0) continue
+      const cpu = (run: FanoutResult): number => run.cpuPerMillion.user + run.cpuPerMillion.system
+      const cpuRatios = pairs.map(([run, plain]) => cpu(run) / cpu(plain))
+      const times = (value: number): string => Number.isFinite(value) ? `×${number(value, 2)}` : '–'
+      rows.push([`${filteredName} ÷ ${plainName}`, label(target), times(median(cpuRatios)), `${times(Math.min(...cpuRatios))} – ${times(Math.max(...cpuRatios))}`,
+        times(median(pairs.map(([run, plain]) => run.deliveriesPerSecond / plain.deliveriesPerSecond))),
+        times(median(pairs.map(([run, plain]) => run.latencyMs.p99 / plain.latencyMs.p99))), number(pairs.length)])
+    }
+  }
+  if (rows.length === 0) return ''
+  return ['### Filters: filtered ÷ unfiltered, round by round', '',
+    `${groups} distinct filters, one per client in turn; each client is due as many messages as in the unfiltered scenario, ` +
+      `out of ${groups} times as many published.`, '',
+    table(['scenarios', 'server', 'server CPU per delivery (median)', 'lowest – highest', 'deliveries/s', 'p99 latency', 'rounds'], rows), ''].join('\n')
+}
+
 export function problemsReport (runs: RunResult[]): string[] {
   return runs.flatMap((run) => problemsOf(run).map((problem) => `${run.scenario} · ${label(run.target)} · round ${run.round}: ${problem}`))
 }
@@ -213,6 +253,7 @@ export function markdownReport (scenarios: Scenario[], runs: RunResult[], cores:
     fanoutSection(scenarios.filter((s) => s.kind === 'fanout'), runs, cores),
     idleSection(scenarios, runs),
     publishSection(scenarios, runs, cores),
+    filtersSection(scenarios, runs),
     buildsSection(scenarios, runs),
     'Medians of every round; runs were interleaved (ours, then each baseline, then ours again …' +
       `${builds ? '; ours and its other builds took turns at going first' : ''}). ` +

@@ -53,6 +53,8 @@ export interface FanoutResult extends RunBase {
   saturated: string
   serverRssMb: { start: number, peak: number }
   connectS: number
+  /** Our service's event-loop delay during the run (the worst instance); absent for the baselines. */
+  loopDelayMs?: { p99: number, max: number }
 }
 
 export interface IdleResult extends RunBase {

@@ -2,13 +2,14 @@
 import { Histogram, summarise } from './histogram.js'
 import { machineCpu, processCpu, processRss, type CpuTimes } from './proc.js'
 import { sleep } from './processes.js'
+import { expectedDeliveries } from './protocol.js'
 import type {
   ClientConfig, ClientStats, FromClients, FromPublisher, PublisherConfig, PublisherStats, ToClients, ToPublisher
 } from './protocol.js'
 import type { Progress } from './progress.js'
 import type { FanoutResult, IdleResult, PublishResult, Utilisation } from './results.js'
 import type { Scenario } from './scenarios.js'
-import { startServer, targetInfo, type ServerHandle, type ServiceBuild, type Target } from './servers.js'
+import { startServer, targetInfo, type LoopDelay, type ServerHandle, type ServiceBuild, type Target } from './servers.js'
 import { Worker } from './workers.js'
 
 type ClientWorker = Worker<ToClients, FromClients>
@@ -124,16 +125,21 @@ async function connectClients (
   scenario: Scenario, target: Target, servers: ServerHandle[], env: RunEnvironment, workers: ClientWorker[]
 ): Promise<number> {
   const started = performance.now()
+  let firstIndex = 0
   workers.forEach((worker, i) => {
+    const count = Math.floor(scenario.clients / workers.length) + (i < scenario.clients % workers.length ? 1 : 0)
     const config: ClientConfig = {
       kind: targetInfo(target).clientKind,
       urls: servers.map((server) => server.connectUrl),
-      count: Math.floor(scenario.clients / workers.length) + (i < scenario.clients % workers.length ? 1 : 0),
+      count,
       messages: scenario.messages,
       lanes: scenario.lanes,
       connectConcurrency: 50,
-      connectTimeoutMs: 30_000
+      connectTimeoutMs: 30_000,
+      groups: scenario.groups,
+      firstIndex
     }
+    firstIndex += count
     worker.send({ type: 'config', config })
   })
   env.progress.update(`connecting ${scenario.clients.toLocaleString('en-US')} clients`, true)
@@ -168,7 +174,8 @@ function publisherConfig (scenario: Scenario, servers: ServerHandle[], timeoutMs
     rate: scenario.rate,
     durationMs: scenario.durationMs,
     timeoutMs,
-    batch: scenario.batch
+    batch: scenario.batch,
+    groups: scenario.groups
   }
 }
 
@@ -242,13 +249,17 @@ export async function runFanout (scenario: Scenario, target: Target, round: numb
       redis: [env.redisPid],
       bench: [process.pid]
     }
-    const expected = scenario.clients * scenario.messages
+    const expected = expectedDeliveries(scenario.clients, scenario.messages, scenario.groups)
     // Generous bounds: a burst at 20,000 deliveries/s, a fixed rate 30 s past its schedule.
     const timeoutMs = scenario.mode === 'rate' ? scenario.durationMs + 30_000 : Math.max(60_000, expected / 20)
+    // A scrape resets the servers' event-loop histograms: the next one covers the run alone.
+    await Promise.all(servers.map(async (server) => await server.loopDelay()))
     const before = snapshot(roles)
     publisher.send({ type: 'run', config: publisherConfig(scenario, servers, timeoutMs) })
     await awaitDeliveries(clientWorkers, publisher, expected, 5000, timeoutMs + 10_000, env.progress)
     const after = snapshot(roles)
+    const delays = (await Promise.all(servers.map(async (server) => await server.loopDelay())))
+      .filter((delay): delay is LoopDelay => delay !== undefined)
     clearInterval(rssTimer)
     rssPeak = Math.max(rssPeak, serverRss())
 
@@ -277,9 +288,9 @@ export async function runFanout (scenario: Scenario, target: Target, round: numb
       mode: scenario.mode,
       messages: scenario.messages,
       size: scenario.size,
-      expected: published.accepted * scenario.clients,
+      expected: expectedDeliveries(scenario.clients, published.accepted, scenario.groups),
       delivered,
-      lost: Math.max(0, published.accepted * scenario.clients - delivered),
+      lost: Math.max(0, expectedDeliveries(scenario.clients, published.accepted, scenario.groups) - delivered),
       duplicates: stats.reduce((sum, s) => sum + s.duplicates, 0),
       outOfOrder: stats.reduce((sum, s) => sum + s.outOfOrder, 0),
       unexpected: stats.reduce((sum, s) => sum + s.unexpected, 0),
@@ -295,7 +306,10 @@ export async function runFanout (scenario: Scenario, target: Target, round: numb
       utilisation,
       saturated,
       serverRssMb: { start: mb(rssStart), peak: mb(rssPeak) },
-      connectS
+      connectS,
+      ...(delays.length === 0
+        ? {}
+        : { loopDelayMs: { p99: Math.max(...delays.map((delay) => delay.p99Ms)), max: Math.max(...delays.map((delay) => delay.maxMs)) } })
     }
   } finally {
     clearInterval(rssTimer)

@@ -28,6 +28,11 @@ export interface Scenario {
   durationMs: number
   /** Messages per publish request (a batch when above 1); publish results then count messages. */
   batch: number
+  /**
+   * Above 0: each client subscribes with one of this many filters and each message is tagged for
+   * one of them, so a client receives 1 / groups of what is published (our service only).
+   */
+  groups: number
 }
 
 export interface Settings {
@@ -42,7 +47,7 @@ export interface Settings {
   builds: ServiceBuild[]
 }
 
-export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'rate-1k', 'rate-5k', 'two-instances', 'idle-10k', 'publish-http', 'publish-batch'] as const
+export const SCENARIO_NAMES = ['burst-1k', 'burst-5k', 'burst-5k-filtered', 'rate-1k', 'rate-5k', 'rate-5k-filtered', 'two-instances', 'idle-10k', 'publish-http', 'publish-batch'] as const
 
 const FANOUT_TARGETS: Target[] = ['ours', 'textbook', 'frame-once', 'socketio']
 
@@ -61,6 +66,7 @@ export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/b
   --lanes L               publisher lanes in a burst: requests in flight at once (default 16)
   --concurrency C         concurrent requests of publish-http (default 64)
   --batch B               messages per request of publish-batch (default 200)
+  --filters F             distinct filters of burst-5k-filtered and rate-5k-filtered (default 10)
   --rounds R              times each server runs each scenario, interleaved A B A B (default 2)
   --clients-per-process K clients per load-generator process (default 2500)
   --service-env NAME=V    an environment variable of our service only (repeatable), e.g.
@@ -136,6 +142,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       lanes: { type: 'string' },
       concurrency: { type: 'string' },
       batch: { type: 'string' },
+      filters: { type: 'string' },
       rounds: { type: 'string' },
       'clients-per-process': { type: 'string' },
       output: { type: 'string' },
@@ -152,6 +159,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
   const size = int('size', 256)
   const lanes = int('lanes', 16)
   const deliveriesPerSecond = positive('rate', values.rate, 50_000)
+  const groups = int('filters', 10)
   const rateMs = positive('duration', values.duration, quick ? 1 : 10) * 1000
   const loadMs = positive('duration', values.duration, quick ? 1.5 : 5) * 1000
   // Always in the canonical order, ours first, whatever order --targets names them in.
@@ -180,7 +188,8 @@ export function parseSettings (argv: string[]): Settings | 'help' {
     lanes,
     rate: 0,
     durationMs: 0,
-    batch: 1
+    batch: 1,
+    groups: 0
   })
   const fixedRate = (name: string, clients: number): Scenario => {
     const rate = deliveriesPerSecond / clients
@@ -199,18 +208,47 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       lanes: 4,
       rate,
       durationMs: rateMs,
-      batch: 1
+      batch: 1,
+      groups: 0
+    }
+  }
+  // As rate-5k, each client getting as many messages per second, out of `groups` times as many published.
+  const filteredRate = (name: string, clients: number): Scenario => {
+    const plain = fixedRate(name, clients)
+    return {
+      ...plain,
+      description: `${clients.toLocaleString('en-US')} clients on one channel, ${groups} distinct filters (one per client, in turn); ` +
+        `${(plain.rate * groups).toLocaleString('en-US', { maximumFractionDigits: 1 })} messages/s of ${size} B, each tagged for one filter ` +
+        `(${deliveriesPerSecond.toLocaleString('en-US')} deliveries/s, as in rate-5k) for ${rateMs / 1000} s`,
+      targets: withBuilds(['ours']),
+      rate: plain.rate * groups,
+      messages: plain.messages * groups,
+      groups
     }
   }
   const idleClients = int('idle-clients', quick ? 1000 : 10_000)
   const concurrency = int('concurrency', 64)
   const batch = int('batch', 200)
   const batchLanes = 4
+  const burst5k = burst('burst-5k', large, 1, int('messages', quick ? 100 : 200))
+  // Each client is due as many messages as in burst-5k, out of `groups` times as many published.
+  const filteredMessages = burst5k.messages * groups
   const all: Scenario[] = [
     burst('burst-1k', small, 1, int('messages', quick ? 200 : 1000)),
-    burst('burst-5k', large, 1, int('messages', quick ? 100 : 200)),
+    burst5k,
+    {
+      ...burst5k,
+      name: 'burst-5k-filtered',
+      description: `${large.toLocaleString('en-US')} clients on one channel, ${groups} distinct filters (one per client, in turn); ` +
+        `${filteredMessages.toLocaleString('en-US')} messages of ${size} B, each tagged for one filter, sent at full speed (${lanes} lanes): ` +
+        `each client is due ${burst5k.messages.toLocaleString('en-US')}, as in burst-5k`,
+      targets: withBuilds(['ours']),
+      messages: filteredMessages,
+      groups
+    },
     fixedRate('rate-1k', small),
     fixedRate('rate-5k', large),
+    filteredRate('rate-5k-filtered', large),
     burst('two-instances', large, 2, int('messages', quick ? 100 : 200)),
     {
       name: 'idle-10k',
@@ -225,7 +263,8 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       lanes: 1,
       rate: 0,
       durationMs: 0,
-      batch: 1
+      batch: 1,
+      groups: 0
     },
     {
       name: 'publish-http',
@@ -240,7 +279,8 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       lanes: concurrency,
       rate: 0,
       durationMs: loadMs,
-      batch: 1
+      batch: 1,
+      groups: 0
     },
     {
       name: 'publish-batch',
@@ -256,7 +296,8 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       lanes: batchLanes,
       rate: 0,
       durationMs: loadMs,
-      batch
+      batch,
+      groups: 0
     }
   ]
   const chosen = list('scenario', values.scenario, SCENARIO_NAMES)

@@ -91,6 +91,41 @@ export interface ServerHandle {
   connectUrl: string
   publishUrl: string
   stop: () => Promise<void>
+  /**
+   * Our service's event-loop delay since the last call (prom-client's histogram, reset by each
+   * scrape of /metrics): p99 and max in milliseconds; undefined for the baselines.
+   */
+  loopDelay: () => Promise<LoopDelay | undefined>
+}
+
+export interface LoopDelay {
+  p99Ms: number
+  maxMs: number
+}
+
+/** prom-client samples the loop every 10 ms, and a sample is the time between two ticks. */
+const LAG_SAMPLING_MS = 10
+
+/** The event-loop delay figures of a Prometheus text exposition: how late the loop ran, beyond the sampling interval. */
+export function loopDelayOf (exposition: string): LoopDelay | undefined {
+  const seconds = (name: string): number => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(exposition)?.[1] ?? NaN)
+  const late = (name: string): number => Math.max(0, seconds(name) * 1000 - LAG_SAMPLING_MS)
+  const p99Ms = late('nodejs_eventloop_lag_p99_seconds')
+  const maxMs = late('nodejs_eventloop_lag_max_seconds')
+  return Number.isFinite(p99Ms) && Number.isFinite(maxMs) ? { p99Ms, maxMs } : undefined
+}
+
+async function scrape (url: string): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    const request = get(url, { timeout: 5000 }, (response) => {
+      let text = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => { text += chunk })
+      response.on('end', () => { resolve(response.statusCode === 200 ? text : '') })
+    })
+    request.on('error', reject)
+    request.on('timeout', () => { request.destroy(new Error(`no answer from ${url} in 5 s`)) })
+  })
 }
 
 /** The fastify-cli a build of ours would be started with: its own, from its node_modules. */
@@ -172,6 +207,7 @@ export async function startServer (
     port,
     connectUrl: targetInfo(target).clientKind === 'socketio' ? origin : `ws://127.0.0.1:${port}/ws?channels=${CHANNEL}`,
     publishUrl: `${origin}/publish`,
-    stop: async () => { await stop(child) }
+    stop: async () => { await stop(child) },
+    loopDelay: async () => isOurs(target) ? loopDelayOf(await scrape(`${origin}/metrics`)) : undefined
   }
 }
