@@ -27,6 +27,29 @@ t.test('a subscription Redis refuses gets an error frame, and the connection kee
   t.same(plain(await client.messages(1)), [{ type: 'message', channel: 'public:news', data: 'ok' }])
 })
 
+t.test('publishes made in one turn share one script call, and each is answered on its own', async (t) => {
+  const admin = redis.client()
+  await admin.call('ACL', 'SETUSER', 'hub', 'on', '>secret', '~*', '+@all', 'resetchannels', '&frb:all', '&frb:c:public*')
+  const { app } = await build(t, { redis: `redis://hub:secret@127.0.0.1:${redis.port}` })
+  await app.broadcast('warm-up', { channel: 'public:shared' })
+  await admin.call('CONFIG', 'RESETSTAT')
+  const outcomes = await Promise.allSettled([
+    app.broadcast('a', { channel: 'public:shared' }),
+    app.broadcast('refused', { channel: 'private' }),
+    app.broadcast('b', { channel: 'public:shared', idempotencyKey: 'k1' }),
+    app.broadcast('b again', { channel: 'public:shared', idempotencyKey: 'k1' })
+  ])
+  const stats = await admin.call('INFO', 'commandstats') as string
+  t.match(stats, /cmdstat_evalsha:calls=1,/, 'four publishes, one EVALSHA')
+  const [a, refused, b, again] = outcomes
+  t.match(a, { status: 'fulfilled', value: { offset: 2, duplicate: false } })
+  t.match(refused, { status: 'rejected', reason: { code: 'FRB_BUS_REFUSED' } }, 'the one Redis refuses fails alone')
+  t.match(b, { status: 'fulfilled', value: { offset: 3, duplicate: false } })
+  t.match(again, { status: 'fulfilled', value: { offset: 3, duplicate: true } }, 'an idempotency key seen earlier in the same call is a duplicate')
+  const epoch = (a as PromiseFulfilledResult<{ epoch: string }>).value.epoch
+  t.match(await app.broadcast('c', { channel: 'public:shared' }), { offset: 4, epoch }, 'the channel\'s history goes on')
+})
+
 for (const compression of [false, true]) {
   t.test(`a socket whose write fails is dropped alone; the others still receive${compression ? ' (permessage-deflate)' : ''}`, async (t) => {
     const { app, connect, publish } = await build(t, { compression })

@@ -8,82 +8,122 @@ import { runScript, script } from './script.js'
 // published in one step, so no client can see a message the history lacks, nor an offset twice.
 
 /**
- * Publishes messages in order. ARGV[1] is this instance's epoch suffix, then 9 fields a message:
- * pubsub channel, meta hash, stream, history size (0: none), ttl ms, idempotency key ('' for none),
- * its window ms, and the frame split in two where the position goes.
- * Returns two entries a message: "<offset> <epoch>" ('' without history), and 1 for a duplicate.
+ * Publishes messages in order. ARGV[1] is this instance's epoch suffix, ARGV[2] the mode, then 9
+ * fields a message: pubsub channel, meta hash, stream, history size (0: none), ttl ms,
+ * idempotency key ('' for none), its window ms, and the frame split in two where the position goes.
+ * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
+ * stored before any is published, and a refusal fails the call. Mode 'each': messages of several
+ * callers, gathered in one call to share the script's start-up: each stands alone, and a refusal
+ * answers that message only.
+ * Returns two entries a message: "<offset> <epoch>" ('' without history) and 0; or the same and 1
+ * for a duplicate; or, in mode 'each', the error and 2.
  */
 const PUBLISH_SCRIPT = `
--- First every message is checked, numbered and stored; only then is anything published, so a
--- command Redis refuses midway (memory, a key of the wrong type) publishes nothing.
 local out, outgoing, keys = {}, {}, {}
 -- Each channel's history is read once per call and written back once at the end: a batch of a
 -- channel's messages costs an XADD and a PUBLISH each.
-local histories, touched = {}, {}
+local histories, touched, lost = {}, {}, {}
+local each = ARGV[2] == 'each'
+local function failed (reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
 local function refused (reply)
-  if type(reply) ~= 'table' or reply.err == nil then return false end
+  if not failed(reply) then return false end
   -- The streams may hold entries of this call that will never be published: their channels
   -- start a new history (a new epoch) with their next publish.
   for _, meta in ipairs(touched) do redis.call('DEL', meta, histories[meta].stream) end
   return true
 end
-for i = 2, #ARGV, 9 do
+-- Checks, numbers and stores message i; returns what to publish, or true for a duplicate, or the
+-- error Redis answered.
+local function stage (i)
   local channel, meta, stream, size, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local idem, window, head, tail = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
-  local seen = false
   if idem ~= '' then
-    seen = keys[idem]
+    local seen = keys[idem]
     if seen == nil then
       seen = redis.pcall('GET', idem)
-      if refused(seen) then return seen end
+      if failed(seen) then return seen end
+    end
+    if seen then
+      out[#out + 1] = seen
+      out[#out + 1] = 1
+      return true
     end
   end
-  if seen then
-    out[#out + 1] = seen
-    out[#out + 1] = 1
-  else
-    local frame, result = head .. tail, ''
-    if size ~= '0' then
-      local h = histories[meta]
-      if not h then
-        local state = redis.pcall('HMGET', meta, 'epoch', 'top')
-        if refused(state) then return state end
-        h = { stream = stream, ttl = ttl }
-        if state[1] and state[2] and redis.call('EXISTS', stream) == 1 then
-          h.epoch, h.top = state[1], tonumber(state[2])
-        else
-          -- Half a history (the hash or the stream lost alone) is no history: start a new one.
-          local now = redis.call('TIME')
-          h.epoch, h.top = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1], 0
-          redis.call('DEL', stream)
-        end
-        histories[meta] = h
-        touched[#touched + 1] = meta
+  local frame, result, h = head .. tail, '', nil
+  if size ~= '0' then
+    h = histories[meta]
+    if not h then
+      local state = redis.pcall('HMGET', meta, 'epoch', 'top')
+      if failed(state) then return state end
+      h = { meta = meta, stream = stream, ttl = ttl }
+      if state[1] and state[2] and redis.call('EXISTS', stream) == 1 then
+        h.epoch, h.top = state[1], tonumber(state[2])
+      else
+        -- Half a history (the hash or the stream lost alone) is no history: start a new one.
+        local now = redis.call('TIME')
+        h.epoch, h.top = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1], 0
+        redis.call('DEL', stream)
       end
-      local offset = h.top + 1
-      frame = head .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. tail
-      local added = redis.pcall('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
-      if refused(added) then return added end
-      h.top = offset
-      result = offset .. ' ' .. h.epoch
+      histories[meta] = h
+      touched[#touched + 1] = meta
     end
-    if idem ~= '' then keys[idem] = result end
-    outgoing[#outgoing + 1] = { channel, frame, idem, window, result }
-    out[#out + 1] = result
+    local offset = h.top + 1
+    frame = head .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. tail
+    local added = redis.pcall('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
+    if failed(added) then return added end
+    h.top = offset
+    result = offset .. ' ' .. h.epoch
+  end
+  if idem ~= '' then keys[idem] = result end
+  return { channel, frame, idem, window, result, h }
+end
+-- Publishes a staged message; returns the error Redis answered, if any.
+local function send (message)
+  local sent = redis.pcall('PUBLISH', message[1], message[2])
+  if failed(sent) then return sent end
+  if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
+end
+for i = 3, #ARGV, 9 do
+  local staged = stage(i)
+  if each then
+    if staged ~= true then
+      local err = failed(staged) and staged or send(staged)
+      if err then
+        -- A message stored but not published leaves its history with an entry no one saw.
+        if not failed(staged) and staged[6] then lost[staged[6].meta] = true end
+        out[#out + 1] = err.err
+        out[#out + 1] = 2
+      else
+        out[#out + 1] = staged[5]
+        out[#out + 1] = 0
+      end
+    end
+  elseif staged ~= true then
+    if refused(staged) then return staged end
+    outgoing[#outgoing + 1] = staged
+    out[#out + 1] = staged[5]
     out[#out + 1] = 0
   end
 end
 for _, message in ipairs(outgoing) do
   -- Refused here (an ACL on the channel), the messages before it are out, but none after it.
-  local sent = redis.pcall('PUBLISH', message[1], message[2])
-  if refused(sent) then return sent end
-  if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
+  local err = send(message)
+  if err then
+    refused(err)
+    return err
+  end
 end
 for _, meta in ipairs(touched) do
   local h = histories[meta]
-  redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top)
-  redis.call('PEXPIRE', meta, h.ttl)
-  redis.call('PEXPIRE', h.stream, h.ttl)
+  if lost[meta] then
+    redis.call('DEL', meta, h.stream)
+  else
+    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top)
+    redis.call('PEXPIRE', meta, h.ttl)
+    redis.call('PEXPIRE', h.stream, h.ttl)
+  end
 end
 return out
 `
@@ -99,24 +139,31 @@ export interface PublishContext {
   idempotencyWindow: number
 }
 
+/** What became of one message: its position and whether it was a duplicate, or the error Redis answered for it alone. */
+export type PublishOutcome = PublishResult | { error: Error }
+
 /**
  * Publishes messages in order. A lone message without history or idempotency key is a plain
  * PUBLISH; anything else is one script: offsets, history and idempotency in the same atomic step
- * as the PUBLISH, and a batch in one command, in order.
+ * as the PUBLISH. `each` false: one caller's batch, all or nothing (a refusal rejects the call).
+ * `each` true: messages of several callers sharing one script call, each answered on its own.
  */
 export async function publishMessages ({ client, keys, instance, idempotencyWindow }: PublishContext,
-  messages: readonly BusMessage[]): Promise<PublishResult[]> {
+  messages: readonly BusMessage[], each = false): Promise<PublishOutcome[]> {
   const [first] = messages
   if (messages.length === 1 && first.history === undefined && first.idempotencyKey === undefined) {
     await client.publish(keys.pubsub(first.channel), first.payload)
     return [{ duplicate: false }]
   }
-  const args = [instance, ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
+  const args = [instance, each ? 'each' : 'batch', ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
   const results = await runScript(client, PUBLISH, args) as Array<Buffer | number>
-  return messages.map((message, index) => ({
-    position: parsePosition(results[2 * index] as Buffer),
-    duplicate: results[2 * index + 1] === 1
-  }))
+  return messages.map((message, index) => {
+    const reply = results[2 * index] as Buffer
+    const flag = results[2 * index + 1]
+    // The reply to one message of a shared call, told as Redis would have told it alone.
+    if (flag === 2) return { error: Object.assign(new Error(reply.toString()), { name: 'ReplyError' }) }
+    return { position: parsePosition(reply), duplicate: flag === 1 }
+  })
 }
 
 /** The script's 9 fields for one message. */
