@@ -102,13 +102,15 @@ function summaryLine (run: RunResult): string {
   switch (run.kind) {
     case 'fanout':
       return `${head} ${Math.round(run.deliveriesPerSecond).toLocaleString('en-US')} deliveries/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
+        `publish p99 ${run.publishLatencyMs.p99.toFixed(1)} ms, ` +
         `CPU ${(run.cpuPerMillion.user + run.cpuPerMillion.system).toFixed(2)} s/1M, lost ${run.lost}, dup ${run.duplicates}, ` +
         `${run.loopDelayMs === undefined ? '' : `loop delay p99 ${run.loopDelayMs.p99.toFixed(1)} ms, `}saturated ${run.saturated}`
     case 'idle':
       return `${head} ${(run.bytesPerConnection / 1024).toFixed(1)} KiB per connection, ${Math.round(run.connectionsPerSecond)} connects/s`
     case 'publish':
       return `${head} ${Math.round(run.requestsPerSecond).toLocaleString('en-US')} requests/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
-        `saturated ${run.saturated}`
+        `Redis ${run.redisUsPerMessage.toFixed(1)} µs/message, cores: server ${run.utilisation.server.toFixed(2)}, ` +
+        `load generator ${run.utilisation.publisher.toFixed(2)}, saturated ${run.saturated}`
     case 'failed':
       return `${head} FAILED: ${run.error}`
   }

@@ -3,6 +3,7 @@
 import { spawn, execFileSync } from 'node:child_process'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
+import { Redis } from 'ioredis'
 import { freePort, hasExited, sleep, stop, track } from './processes.js'
 
 export interface RedisHandle {
@@ -60,5 +61,34 @@ export async function startRedis (): Promise<RedisHandle> {
     pid: child.pid as number,
     version,
     stop: async () => { await stop(child) }
+  }
+}
+
+/**
+ * Redis's own time for the commands it ran since `reset()`, from INFO commandstats: the cost of the
+ * publish path on the Redis side (a script's start-up included), whatever the client measures.
+ */
+export class CommandTime {
+  private readonly client: Redis
+  constructor (url: string) {
+    this.client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  }
+
+  async reset (): Promise<void> {
+    await this.client.call('CONFIG', 'RESETSTAT')
+  }
+
+  /** Microseconds Redis spent on each command since the reset, by command name. */
+  async read (): Promise<Record<string, { calls: number, usec: number }>> {
+    const text = await this.client.call('INFO', 'commandstats') as string
+    const stats: Record<string, { calls: number, usec: number }> = {}
+    for (const match of text.matchAll(/^cmdstat_(\S+?):calls=(\d+),usec=(\d+),/gm)) {
+      stats[match[1] as string] = { calls: Number(match[2]), usec: Number(match[3]) }
+    }
+    return stats
+  }
+
+  async close (): Promise<void> {
+    this.client.disconnect()
   }
 }

@@ -82,6 +82,9 @@ export interface PublishResult extends RunBase {
   cpuPerMillion: CpuTimes
   utilisation: Utilisation
   saturated: string
+  /** Redis's time per published message (every command of the run, from INFO commandstats), and the calls of the busiest command. */
+  redisUsPerMessage: number
+  redisCommands: Record<string, { calls: number, usec: number }>
 }
 
 export interface FailedRun extends RunBase {

@@ -3,6 +3,7 @@ import { Histogram, summarise } from './histogram.js'
 import { machineCpu, processCpu, processRss, type CpuTimes } from './proc.js'
 import { sleep } from './processes.js'
 import { expectedDeliveries } from './protocol.js'
+import { CommandTime } from './redis.js'
 import type {
   ClientConfig, ClientStats, FromClients, FromPublisher, PublisherConfig, PublisherStats, ToClients, ToPublisher
 } from './protocol.js'
@@ -355,6 +356,7 @@ export async function runIdle (scenario: Scenario, target: Target, round: number
 export async function runPublish (scenario: Scenario, target: Target, round: number, env: RunEnvironment): Promise<PublishResult> {
   const servers: ServerHandle[] = []
   const workers: PublisherWorker[] = []
+  const redisTime = new CommandTime(env.redisUrl)
   try {
     const publisher = forkPublisher(workers)
     await startServers(target, 1, env, servers)
@@ -362,6 +364,7 @@ export async function runPublish (scenario: Scenario, target: Target, round: num
     await publisher.waitFor('ready', 10_000)
     await sleep(env.settle.beforeLoadMs)
     const roles: Roles = { server: [server.pid], clients: [], publisher: [publisher.pid], redis: [env.redisPid], bench: [process.pid] }
+    await redisTime.reset()
     const before = snapshot(roles)
     publisher.send({ type: 'run', config: publisherConfig(scenario, servers, scenario.durationMs) })
     const ticker = setInterval(() => env.progress.update('HTTP load'), 250)
@@ -372,6 +375,7 @@ export async function runPublish (scenario: Scenario, target: Target, round: num
       clearInterval(ticker)
     }
     const after = snapshot(roles)
+    const redisCommands = await redisTime.read()
     const latency = new Histogram()
     latency.merge(published.latency, published.maxLatencyUs)
     const durationS = Math.max(1e-6, (published.lastAckUs - published.firstSendUs) / 1e6)
@@ -390,9 +394,12 @@ export async function runPublish (scenario: Scenario, target: Target, round: num
       serverCpu,
       cpuPerMillion: perMillion(serverCpu, published.accepted),
       utilisation,
-      saturated
+      saturated,
+      redisUsPerMessage: Object.values(redisCommands).reduce((sum, { usec }) => sum + usec, 0) / Math.max(1, published.accepted),
+      redisCommands
     }
   } finally {
+    await redisTime.close()
     await stopAll(workers, servers)
   }
 }
