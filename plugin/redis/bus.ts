@@ -103,14 +103,20 @@ export class RedisBus implements Bus {
       throw new BusUnavailableError(`the Redis publisher connection is ${this.publisher.status}`)
     }
     const [first] = messages
-    let published: Promise<PublishResult[]>
     if (messages.length === 1 && (first.history !== undefined || first.idempotencyKey !== undefined)) {
-      published = this.gather(first)
-    } else {
-      // What was gathered before goes first: messages reach Redis in the order they were published.
-      this.sendGathered()
-      published = publishMessages(this.context(), messages) as Promise<PublishResult[]>
+      try {
+        return [await this.gather(first)]
+      } catch (err) {
+        throw toBusError(err)
+      }
     }
+    // What was gathered before goes first: messages reach Redis in the order they were published.
+    this.sendGathered()
+    return await this.confirmed(publishMessages(this.context(), messages) as Promise<PublishResult[]>)
+  }
+
+  /** `published`, or FRB_BUS_UNAVAILABLE when Redis does not confirm it within publishTimeout (or FRB_BUS_REFUSED). */
+  private async confirmed<T> (published: Promise<T>): Promise<T> {
     const { publishTimeout } = this.options
     try {
       const results = await withTimeout(published, publishTimeout, () =>
@@ -132,11 +138,11 @@ export class RedisBus implements Bus {
    * script call at the end of the turn carries them all, each answered on its own. Under load the
    * script's start-up, most of its cost in Redis, is paid once per turn instead of once a message.
    */
-  private async gather (message: BusMessage): Promise<PublishResult[]> {
+  private async gather (message: BusMessage): Promise<PublishResult> {
     return await new Promise((resolve, reject) => {
       const first = this.gathered.push({
         message,
-        settle: (outcome) => { if ('error' in outcome) reject(outcome.error); else resolve([outcome]) }
+        settle: (outcome) => { if ('error' in outcome) reject(outcome.error); else resolve(outcome) }
       }) === 1
       if (first) setImmediate(this.sendGathered)
       else if (this.gathered.length >= MAX_GATHERED) this.sendGathered()
@@ -147,7 +153,8 @@ export class RedisBus implements Bus {
     const gathered = this.gathered
     if (gathered.length === 0) return
     this.gathered = []
-    publishMessages(this.context(), gathered.map(({ message }) => message), true).then(
+    // One timer for the call, not one a message.
+    this.confirmed(publishMessages(this.context(), gathered.map(({ message }) => message), true)).then(
       (outcomes) => { gathered.forEach(({ settle }, index) => { settle(outcomes[index] as PublishOutcome) }) },
       (err: Error) => { for (const { settle } of gathered) settle({ error: err }) }
     )
