@@ -4,7 +4,7 @@ import { Emitter } from './emitter.js'
 import { ChannelSubscription, type Subscription } from './subscription.js'
 import { tokenExpiry } from './token.js'
 import { httpUrl } from './url.js'
-import type { ServerFrame, SubscriptionHandlers } from './types.js'
+import type { ServerFrame, SubscribeOptions, SubscriptionHandlers } from './types.js'
 
 /** The WebSocket class to connect with: the browser's, or the `ws` package's in Node 20 (which has none built in). */
 export type WebSocketClass = new (url: string, protocols?: string[]) => unknown
@@ -81,8 +81,10 @@ interface Socket {
 }
 
 const OPEN = 1
-// Refusals that retrying will not change: unsupported data, a policy violation (frame rate), a frame too large.
-const FINAL_CLOSE_CODES = [1003, 1008, 1009]
+// Refusals that retrying will not change: unsupported data, a policy violation (frame rate), a
+// frame too large; and 4403, the back end closing this identity's connections (POST /disconnect:
+// a logout, a ban), which a reconnect with the same token would undo.
+const FINAL_CLOSE_CODES = [1003, 1008, 1009, 4403]
 // A connection up this long was a success: the back-off starts again from its first step.
 const STABLE_AFTER = 5000
 
@@ -129,9 +131,9 @@ export class BroadcastClient extends Emitter<ClientEvents> {
   }
 
   /** Subscribes to a channel, now or at the next connect, and keeps it through every reconnect. */
-  subscribe (channel: string, handlers: SubscriptionHandlers = {}): Subscription {
+  subscribe (channel: string, handlers: SubscriptionHandlers = {}, options: SubscribeOptions = {}): Subscription {
     if (this.subscriptions.has(channel)) throw new BroadcastError(`already subscribed to ${channel}`, undefined, undefined, channel)
-    const subscription = new ChannelSubscription(channel, handlers, () => {
+    const subscription = new ChannelSubscription(channel, handlers, options.filter, () => {
       if (this.subscriptions.get(channel) !== subscription) return
       this.subscriptions.delete(channel)
       subscription.end(new BroadcastError('unsubscribed', undefined, undefined, channel))

@@ -1,5 +1,6 @@
 import { backoff } from './backoff.js'
 import { BroadcastError } from './errors.js'
+import type { Tags } from './types.js'
 
 export interface PublisherOptions {
   /** The hub's base URL (`https://hub.example.com`), or the publish route's whole URL. */
@@ -19,7 +20,7 @@ export interface PublisherOptions {
 export interface PublishOptions {
   /** The same key is never published twice on a channel within the hub's idempotency window. @default a random UUID */
   idempotencyKey?: string
-  tags?: string[]
+  tags?: Tags
 }
 
 export interface PublishMessage extends PublishOptions {

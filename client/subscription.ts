@@ -1,6 +1,6 @@
 import { BroadcastError } from './errors.js'
 import { call } from './emitter.js'
-import type { Position, ServerFrame, SubscribedInfo, SubscriptionHandlers } from './types.js'
+import type { Filter, Position, ServerFrame, SubscribedInfo, SubscriptionHandlers } from './types.js'
 
 /** One channel of a `BroadcastClient`, as `client.subscribe()` returns it. */
 export interface Subscription {
@@ -37,6 +37,7 @@ export class ChannelSubscription implements Subscription {
   constructor (
     readonly channel: string,
     private readonly handlers: SubscriptionHandlers,
+    private readonly filter: Filter | undefined,
     readonly unsubscribe: () => void
   ) {
     this.ready = new Promise((resolve, reject) => { this.settle = { resolve, reject } })
@@ -49,9 +50,13 @@ export class ChannelSubscription implements Subscription {
     this.awaiting = true
     const { channel, position } = this
     this.asked = position?.epoch
-    return JSON.stringify(position === undefined
-      ? { type: 'subscribe', channel }
-      : { type: 'subscribe', channel, since: position.offset, epoch: position.epoch })
+    const { filter } = this
+    return JSON.stringify({
+      type: 'subscribe',
+      channel,
+      ...position !== undefined && { since: position.offset, epoch: position.epoch },
+      ...filter !== undefined && { filter }
+    })
   }
 
   /** Handles a `subscribed` reply; true when the subscription must be asked for again (a resume from the start). */

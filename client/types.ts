@@ -11,7 +11,19 @@ export interface MessageInfo {
   channel: string
   offset?: number
   epoch?: string
-  tags?: string[]
+  /** The tags the message was published with, if any. */
+  tags?: Tags
+}
+
+/** A message's tags, for subscription filters: `{"symbol":"AAPL"}`. */
+export type Tags = Record<string, string>
+
+/** Which tag values a subscription takes: a message passes when, for every key, its tag has one of the listed values. */
+export type Filter = Record<string, string[]>
+
+export interface SubscribeOptions {
+  /** Only the messages whose tags match (`{"symbol":["AAPL","MSFT"]}`), live and in every resume. */
+  filter?: Filter
 }
 
 /** The hub's `subscribed` reply: `recovered` only when the client resumed; the position only for a channel with history. */
@@ -63,5 +75,5 @@ export interface ServerFrame {
   code?: string
   message?: string
   identity?: unknown
-  tags?: string[]
+  tags?: Tags
 }

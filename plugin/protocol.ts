@@ -135,7 +135,7 @@ export const MessageFrame = Type.Object({
   epoch: Type.Optional(Type.String({
     description: 'Names the history the offset counts in; it changes when the history is lost. Only for a channel with history'
   })),
-  tags: Type.Optional(Type.Array(Type.String(), { description: 'The tags the message was published with' })),
+  tags: Type.Optional(Type.Record(Type.String(), Type.String(), { description: 'The tags the message was published with: `{"symbol":"AAPL"}`' })),
   data: Type.Unknown({ description: 'The published JSON value' })
 }, {
   title: 'message',
@@ -273,7 +273,7 @@ export const SERVER_FRAMES: readonly FrameSchema[] = [
         payload: { type: 'message', channel: 'news', offset: 43, epoch: '18c2f4a9b1c0de-1a2b', data: { headline: 'Hello' } }
       },
       { name: 'channel', summary: 'A message on a channel without history', payload: { type: 'message', channel: 'chat', data: 'hi' } },
-      { name: 'tagged', summary: 'A message published with tags', payload: { type: 'message', channel: 'chat', tags: ['urgent'], data: 'hi' } },
+      { name: 'tagged', summary: 'A message published with tags', payload: { type: 'message', channel: 'chat', tags: { priority: 'urgent' }, data: 'hi' } },
       { name: 'everyone', summary: 'A message published to everyone', payload: { type: 'message', data: { maintenance: '22:00' } } }
     ]
   },

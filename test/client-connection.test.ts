@@ -204,3 +204,28 @@ t.test('a subscribe the bus cannot serve (Redis down) is completed once Redis is
   t.same(client.errors(), [], 'no error reached the application')
   t.equal(client.count('connected'), 1, 'without reconnecting')
 })
+
+t.test('a close by the back end (4403 from POST /disconnect: a logout, a ban) stops the client', async (t) => {
+  const app = await build(t, { redis: redis.url, jwt: { secret: SECRET } })
+  const client = recordingClient(t, hubUrl(app.url), { ...FAST, token: sign({ sub: '42', channels: ['*'] }) })
+  await client.subscribe('news').ready
+  const answer = await fetch(`${app.url}/disconnect`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ identity: '42' }) })
+  t.equal(answer.status, 202)
+  await until(() => client.count('error') === 1, 5000, 'the close')
+  t.match(client.events.find((e) => e.event === 'disconnected'), { code: 4403 })
+  t.match(client.errors(), [{ message: /4403/ }])
+  await sleep(300)
+  t.equal(client.count('connecting'), 1, 'it did not come back')
+})
+
+t.test('a subscription with a filter gets only the messages whose tags match, and the tags with them', async (t) => {
+  const app = await build(t, { redis: redis.url })
+  const client = recordingClient(t, hubUrl(app.url), FAST)
+  const tags: unknown[] = []
+  await client.subscribe('prices', { onMessage (_, info) { tags.push(info.tags) } }, { filter: { symbol: ['AAPL', 'MSFT'] } }).ready
+  for (const symbol of ['AAPL', 'IBM', 'MSFT']) await app.app.broadcast(symbol, { channel: 'prices', tags: { symbol } })
+  await until(() => client.received('prices').length === 2, 5000, 'the matching messages')
+  await sleep(100)
+  t.same(client.received('prices'), ['AAPL', 'MSFT'])
+  t.same(tags, [{ symbol: 'AAPL' }, { symbol: 'MSFT' }])
+})

@@ -72,7 +72,7 @@ t.test('duplicates are dropped by offset, a new epoch is a reset, a gap is resum
   hub.send({ type: 'subscribed', channel: 'c', epoch: 'E', offset: 5 })
   t.same(await sub.ready, { channel: 'c', epoch: 'E', offset: 5 })
   for (const offset of [6, 7, 6, 9]) hub.send({ type: 'message', channel: 'c', offset, epoch: 'E', data: offset })
-  hub.send({ type: 'message', channel: 'c', offset: 1, epoch: 'F', data: 'F1', tags: ['x'] })
+  hub.send({ type: 'message', channel: 'c', offset: 1, epoch: 'F', data: 'F1', tags: { kind: 'x' } })
   hub.send({ type: 'message', channel: 'other', offset: 1, epoch: 'F', data: 'not subscribed' })
   hub.send({ type: 'join', channel: 'other', identity: 'nobody' })
   hub.send({ type: 'unknown-frame' })
@@ -167,10 +167,10 @@ t.test('HTTP answers that are not the hub\'s (no code, no message) are thrown wi
   const client = recordingClient(t, hub.url, FAST)
   await t.rejects(client.client.presence('room:1'), { name: 'BroadcastError', status: 418, code: undefined, message: 'I\'m a Teapot', channel: 'room:1' })
   const http = hub.url.replace('ws:', 'http:').replace('/ws', '')
-  await t.rejects(createPublisher({ url: http }).publish('c', 1, { tags: ['red'], idempotencyKey: 'k' }), { status: 418, code: undefined, message: 'I\'m a Teapot' })
+  await t.rejects(createPublisher({ url: http }).publish('c', 1, { tags: { colour: 'red' }, idempotencyKey: 'k' }), { status: 418, code: undefined, message: 'I\'m a Teapot' })
   t.match(hub.requests, [
     { method: 'GET', url: '/presence/room%3A1' },
-    { method: 'POST', url: '/publish', body: JSON.stringify({ channel: 'c', data: 1, idempotencyKey: 'k', tags: ['red'] }) }
+    { method: 'POST', url: '/publish', body: JSON.stringify({ channel: 'c', data: 1, idempotencyKey: 'k', tags: { colour: 'red' } }) }
   ])
 })
 

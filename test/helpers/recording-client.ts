@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
 import { WebSocket } from 'ws'
-import { BroadcastClient, type BroadcastClientOptions, type BroadcastError, type ResetInfo, type Subscription, type SubscriptionHandlers } from '../../client/index.js'
+import { BroadcastClient, type BroadcastClientOptions, type BroadcastError, type ResetInfo, type Subscription, type SubscribeOptions, type SubscriptionHandlers } from '../../client/index.js'
 
 export interface Delivery {
   data: unknown
@@ -37,7 +37,7 @@ export class RecordingClient {
     this.client.on('message', (data) => this.everyone.push(data))
   }
 
-  subscribe (channel: string, handlers: SubscriptionHandlers = {}): Subscription {
+  subscribe (channel: string, handlers: SubscriptionHandlers = {}, options: SubscribeOptions = {}): Subscription {
     const messages: Delivery[] = []
     const resets: ResetInfo[] = []
     this.messages.set(channel, messages)
@@ -52,7 +52,7 @@ export class RecordingClient {
         resets.push(info)
         handlers.onReset?.(info)
       }
-    })
+    }, options)
   }
 
   received (channel: string): unknown[] {
