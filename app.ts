@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fastifyRedis from '@fastify/redis'
+import type { RedisOptions } from 'ioredis'
 import redisBroadcast, { redactingLogger, type RedisBroadcastOptions } from './plugin/index.js'
 import { createPublisherClient, quit, whenRedisReady } from './plugin/redis/client.js'
 import { readyTimeout } from './plugin/bus/create.js'
@@ -9,12 +10,13 @@ import { readyTimeout } from './plugin/bus/create.js'
  * (README.md lists every variable). PORT, FASTIFY_ADDRESS and the log level are fastify-cli's own.
  */
 const app: FastifyPluginAsync = async (fastify, _options) => {
-  const { redis: url, ...options } = optionsFromEnv(process.env)
-  if (typeof url === 'string') {
+  const { redis: connection, ...options } = optionsFromEnv(process.env)
+  if (connection !== undefined) {
     // As a user's service would: @fastify/redis holds the connection (fastify.redis, for routes of
     // one's own too), made with the settings the plugin needs, and the plugin uses it. It is ready
     // before @fastify/redis sees it, which would otherwise wait in silence for Fastify's time-out.
-    const client = createPublisherClient(url)
+    // From the environment: a URL, or Sentinel's options (never a client).
+    const client = createPublisherClient(connection as string | RedisOptions)
     try {
       await whenRedisReady(client, readyTimeout(10_000, fastify.initialConfig.pluginTimeout), fastify.log)
     } catch (err) {
@@ -48,6 +50,18 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
   }
 
   options.redis = text('REDIS_URL')
+  const sentinels = list('REDIS_SENTINELS')
+  if (sentinels !== undefined) {
+    if (options.redis !== undefined) throw new Error('set REDIS_URL or REDIS_SENTINELS, not both')
+    const name = text('REDIS_SENTINEL_MASTER')
+    if (name === undefined) throw new Error('REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the name of the master the sentinels monitor')
+    const sentinel: RedisOptions = { sentinels: sentinels.map((address) => hostAndPort('REDIS_SENTINELS', address)), name }
+    const password = text('REDIS_PASSWORD')
+    const sentinelPassword = text('REDIS_SENTINEL_PASSWORD')
+    if (password !== undefined) sentinel.password = password
+    if (sentinelPassword !== undefined) sentinel.sentinelPassword = sentinelPassword
+    options.redis = sentinel
+  }
   options.publishKeys = list('PUBLISH_KEY')
   options.insecurePublish = text('INSECURE_PUBLISH') === 'true' ? true : undefined
   const secret = text('JWT_SECRET')
@@ -109,6 +123,14 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
     for (const key of ['upgrade', 'publish'] as const) if (options.rateLimit[key] === undefined) delete options.rateLimit[key]
   }
   return options
+}
+
+/** `host:port` or `[v6]:port`, from a list in variable `variable`. */
+function hostAndPort (variable: string, address: string): { host: string, port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(address)
+  const port = Number(match?.[3])
+  if (match === null || port < 1 || port > 65535) throw new Error(`${variable} takes host:port entries, got ${JSON.stringify(address)}`)
+  return { host: match[1] ?? match[2] as string, port }
 }
 
 export default app

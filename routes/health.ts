@@ -3,6 +3,9 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { Bus } from '../plugin/bus/bus.js'
 
 const BusKind = Type.Union([Type.Literal('redis'), Type.Literal('memory')])
+const Topology = Type.Optional(Type.Union([Type.Literal('standalone'), Type.Literal('sentinel')], {
+  description: 'How the Redis bus reaches Redis: one server, or the master its sentinels name (not for the in-process bus)'
+}))
 const Checks = Type.Record(Type.String(), Type.String(), {
   description: 'State of each part: publisher and subscriber connections, last probe of the subscriber'
 })
@@ -10,6 +13,7 @@ const Checks = Type.Record(Type.String(), Type.String(), {
 export const HealthOk = Type.Object({
   status: Type.Literal('ok'),
   bus: BusKind,
+  topology: Topology,
   checks: Checks
 })
 
@@ -18,6 +22,7 @@ export const HealthUnavailable = Type.Object({
     description: 'degraded: part of the bus works; unavailable: none of it does'
   }),
   bus: BusKind,
+  topology: Topology,
   reason: Type.String(),
   reasons: Type.Array(Type.String()),
   checks: Checks
@@ -36,9 +41,9 @@ const healthRoute: FastifyPluginAsync<HealthRouteOptions> = async (fastify, { pa
       response: { 200: HealthOk, 503: HealthUnavailable }
     }
   }, async (request, reply) => {
-    const { state, reasons, checks } = bus.health()
-    if (state === 'ok') return { status: 'ok', bus: bus.kind, checks }
-    return reply.code(503).send({ status: state, bus: bus.kind, reason: reasons.join('; '), reasons, checks })
+    const { state, reasons, checks, topology } = bus.health()
+    if (state === 'ok') return { status: 'ok', bus: bus.kind, topology, checks }
+    return reply.code(503).send({ status: state, bus: bus.kind, topology, reason: reasons.join('; '), reasons, checks })
   })
 }
 

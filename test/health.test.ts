@@ -16,8 +16,9 @@ t.test('/health says which bus serves the instance', async (t) => {
     t.same(await response.json(), {
       status: 'ok',
       bus,
+      ...bus === 'redis' && { topology: 'standalone' },
       checks: bus === 'memory' ? { bus: 'running' } : { publisher: 'ready', subscriber: 'ready' }
-    })
+    }, 'the topology only for the Redis bus')
   }
 })
 

@@ -73,7 +73,7 @@ t.test('an @fastify/redis client already on the instance is picked up', async (t
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
   const health = await (await fetch(`http://127.0.0.1:${port}/health`)).json()
-  t.same(health, { status: 'ok', bus: 'redis', checks: { publisher: 'ready', subscriber: 'ready' } })
+  t.same(health, { status: 'ok', bus: 'redis', topology: 'standalone', checks: { publisher: 'ready', subscriber: 'ready' } })
   await app.close()
   t.equal(client.status, 'ready', 'and it is left open for its owner to close')
 })

@@ -84,4 +84,6 @@ export interface BusHealth {
   reasons: string[]
   /** The state of each part, for operators. */
   checks: Record<string, string>
+  /** How the bus reaches Redis; undefined for the in-process bus. */
+  topology?: 'standalone' | 'sentinel'
 }

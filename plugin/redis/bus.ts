@@ -5,7 +5,7 @@ import type { Bus, BusHealth, BusMessage, BusMessageHandler, HistoryPage, Histor
 import { BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
-import { addressOf, connectionErrorLogger, quit, redisCommand, toBusError, waitForReady } from './client.js'
+import { addressOf, connectionErrorLogger, quit, redisCommand, toBusError, topologyOf, waitForReady } from './client.js'
 import { readHistory } from './history.js'
 import { RedisKeys } from './keys.js'
 import { publishMessages, type PublishOutcome } from './publish.js'
@@ -179,15 +179,16 @@ export class RedisBus implements Bus {
     const subscriber = this.subscriber?.health()
     const checks: Record<string, string> = { publisher, subscriber: subscriber?.status ?? 'not started' }
     if (subscriber?.probe !== undefined) checks.probe = subscriber.probe
-    if (this.closing) return { state: 'unavailable', reasons: ['the bus is closing'], checks }
+    const topology = topologyOf(this.publisher)
+    if (this.closing) return { state: 'unavailable', reasons: ['the bus is closing'], checks, topology }
     const reasons: string[] = []
     if (publisher !== 'ready') reasons.push(`Redis publisher connection is ${publisher}`)
     else if (this.unconfirmedPublishes > 0) reasons.push(`Redis did not confirm the last ${this.unconfirmedPublishes} publish(es) in time`)
     const subscriberDown = subscriber === undefined ? 'Redis subscriber connection is not started' : subscriber.down
     if (subscriberDown !== undefined) reasons.push(subscriberDown)
-    if (reasons.length === 0) return { state: 'ok', reasons, checks }
+    if (reasons.length === 0) return { state: 'ok', reasons, checks, topology }
     const nothingWorks = publisher !== 'ready' && subscriberDown !== undefined
-    return { state: nothingWorks ? 'unavailable' : 'degraded', reasons, checks }
+    return { state: nothingWorks ? 'unavailable' : 'degraded', reasons, checks, topology }
   }
 
   async close (): Promise<void> {

@@ -40,12 +40,34 @@ export const SUBSCRIBER_SETTINGS: RedisOptions = {
   connectionName: 'fastify-redis-broadcast:subscriber'
 }
 
+/** With Sentinel: follow the master through a failover. The user's own settings win. */
+const SENTINEL_SETTINGS: RedisOptions = {
+  // Each connection also listens for the sentinels' +switch-master, so an old master cut off by a
+  // partition (which Sentinel cannot tell to drop its clients) is left as soon as one is elected.
+  failoverDetector: true,
+  // A master demoted to a replica answers writes with READONLY: reconnect, through the sentinels,
+  // to the new master, without sending the write again (its caller was answered 503).
+  reconnectOnError: (err) => err.message.startsWith('READONLY') ? 1 : false
+}
+
 /**
  * A client with the settings the plugin needs of a publisher (no offline queue, quick reconnects):
- * the one it makes from a URL or from ioredis options, and the one to hand to @fastify/redis.
+ * the one it makes from a URL or from ioredis options (Sentinel's among them), and the one to hand
+ * to @fastify/redis.
  */
 export function createPublisherClient (redis: string | RedisOptions): Redis {
-  return typeof redis === 'string' ? new Redis(redis, PUBLISHER_SETTINGS) : new Redis({ ...redis, ...PUBLISHER_SETTINGS })
+  if (typeof redis === 'string') return new Redis(redis, PUBLISHER_SETTINGS)
+  const sentinel = isSentinel(redis) ? SENTINEL_SETTINGS : {}
+  return new Redis({ ...sentinel, ...redis, ...PUBLISHER_SETTINGS })
+}
+
+/** How the client reaches Redis: one server, or the master a set of sentinels names. */
+export function topologyOf (client: Redis): 'standalone' | 'sentinel' {
+  return isSentinel(client.options) ? 'sentinel' : 'standalone'
+}
+
+function isSentinel ({ sentinels }: RedisOptions): boolean {
+  return Array.isArray(sentinels) && sentinels.length > 0
 }
 
 /** A failure of a Redis command, as the catalogue names it. */
@@ -70,9 +92,10 @@ export async function waitForReady (client: Redis): Promise<void> {
   await new Promise<void>((resolve) => client.once('ready', resolve))
 }
 
-/** Where a client connects, for messages: `host:port`. */
+/** Where a client connects, for messages: `host:port`, or the master's name and its sentinels. */
 export function addressOf (client: Redis): string {
-  const { host, port } = client.options
+  const { host, port, sentinels, name } = client.options
+  if (isSentinel(client.options)) return `the master "${String(name)}" of the sentinels ${(sentinels as Array<{ host?: string, port?: number }>).map((s) => `${String(s.host)}:${String(s.port)}`).join(',')}`
   return `${host}:${port}`
 }
 

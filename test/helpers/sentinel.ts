@@ -1,0 +1,104 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import { freePort } from './redis-server.js'
+
+/** A master, its replica and three sentinels, all private redis-server processes on free ports. */
+export interface SentinelTopology {
+  readonly masterName: string
+  readonly master: number
+  readonly replica: number
+  readonly sentinels: number[]
+  /** SIGKILL of the master's process. */
+  killMaster (): Promise<void>
+  /** The port of the server the sentinels name as master now. */
+  currentMaster (): Promise<number>
+  stop (): Promise<void>
+}
+
+const MASTER_NAME = 'frb'
+/** How long a master may stay silent before a sentinel takes it for down. */
+export const DOWN_AFTER_MS = 1000
+
+export async function startSentinelTopology (): Promise<SentinelTopology> {
+  const dir = mkdtempSync(join(tmpdir(), 'frb-sentinel-'))
+  const processes = new Map<number, ChildProcess>()
+  const server = (port: number, args: string[]): void => {
+    const child = spawn('redis-server', args, { stdio: 'ignore' })
+    child.on('error', () => {})
+    processes.set(port, child)
+  }
+  const master = await freePort()
+  const replica = await freePort()
+  const base = (port: number): string[] => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--dir', dir]
+  server(master, base(master))
+  server(replica, [...base(replica), '--replicaof', '127.0.0.1', String(master)])
+  const sentinels: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const port = await freePort()
+    const file = join(dir, `sentinel-${port}.conf`)
+    // Sentinel rewrites its file as it learns the topology: one writable file each.
+    writeFileSync(file, [
+      `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'loglevel warning',
+      `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${master} 2`,
+      `sentinel down-after-milliseconds ${MASTER_NAME} ${DOWN_AFTER_MS}`,
+      `sentinel failover-timeout ${MASTER_NAME} 5000`,
+      `sentinel parallel-syncs ${MASTER_NAME} 1`
+    ].join('\n') + '\n')
+    server(port, [file, '--sentinel'])
+    sentinels.push(port)
+  }
+  const ask = async (port: number, ...command: string[]): Promise<unknown> => {
+    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+    client.on('error', () => {})
+    try {
+      await client.connect()
+      return await client.call(command[0] as string, ...command.slice(1))
+    } finally {
+      client.disconnect()
+    }
+  }
+  // Ready when every sentinel knows the replica and the two other sentinels.
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    const known = await Promise.all(sentinels.map(async (port) => {
+      try {
+        const replicas = await ask(port, 'SENTINEL', 'REPLICAS', MASTER_NAME) as unknown[]
+        const peers = await ask(port, 'SENTINEL', 'SENTINELS', MASTER_NAME) as unknown[]
+        return replicas.length === 1 && peers.length === 2
+      } catch {
+        return false
+      }
+    }))
+    if (known.every(Boolean)) break
+    if (Date.now() > deadline) throw new Error('the sentinels did not learn the topology within 30 s (redis-server --sentinel on PATH?)')
+    await sleep(200)
+  }
+  const stopOne = async (port: number): Promise<void> => {
+    const child = processes.get(port)
+    processes.delete(port)
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+    const exited = once(child, 'exit')
+    child.kill('SIGKILL')
+    await exited
+  }
+  return {
+    masterName: MASTER_NAME,
+    master,
+    replica,
+    sentinels,
+    async killMaster () { await stopOne(master) },
+    async currentMaster () {
+      const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
+      return Number(port)
+    },
+    async stop () {
+      for (const port of [...processes.keys()]) await stopOne(port)
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
