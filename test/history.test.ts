@@ -139,7 +139,7 @@ t.test('on Redis, a channel\'s history is a stream beside its position, both exp
   await app.broadcast('b', { channel: 'kept' })
   t.equal(await admin.xlen('frb:h:stream:kept'), 2)
   const { epoch } = await app.broadcast('c', { channel: 'kept' })
-  t.same(await admin.hgetall('frb:h:meta:kept'), { epoch, top: '3' })
+  t.match(await admin.hgetall('frb:h:meta:kept'), { epoch, top: '3', server: /^[0-9a-f]{40}$/ }, 'its position, and the server that wrote it')
   for (const key of ['frb:h:stream:kept', 'frb:h:meta:kept']) {
     const ttl = await admin.pttl(key)
     t.ok(ttl > 59000 && ttl <= 60000, `${key} expires in ${ttl} ms`)
@@ -158,6 +158,26 @@ t.test('the history is lost (DEL, expiry): the next publish starts a new epoch a
   const afterExpiry = await app.broadcast('d', { channel: 'fragile' })
   t.equal(afterExpiry.offset, 1)
   t.not(afterExpiry.epoch, afterDel.epoch, 'expiry starts a new epoch too')
+})
+
+t.test('a history written on another Redis server (taken over in a failover) starts a new epoch, and a subscriber hears of it', async (t) => {
+  const { app, connect } = await build(t, { redis: redis.url })
+  const client = await connect('?channels=ledger')
+  await client.waitFor((f) => f.type === 'subscribed')
+  const before = await app.broadcast('a', { channel: 'ledger' })
+  await app.broadcast('b', { channel: 'ledger' })
+  // As a promoted replica would hold it: the writes replicated so far (without the last one, lost
+  // with the old master), under the old master's replication ID.
+  const [[, [, kept]]] = await admin.xrange('frb:h:stream:ledger', '1-0', '1-0') as Array<[string, string[]]>
+  await admin.del('frb:h:stream:ledger')
+  await admin.xadd('frb:h:stream:ledger', '1-0', 'f', kept as string)
+  await admin.hset('frb:h:meta:ledger', 'top', '1', 'server', 'f'.repeat(40))
+  const after = await app.broadcast('c', { channel: 'ledger' })
+  t.equal(after.offset, 1, 'offset 2 is not given a second time')
+  t.not(after.epoch, before.epoch, 'a new epoch')
+  const messages = await client.messages(3)
+  t.same(messages.map((m) => [m.data, m.offset, m.epoch === before.epoch]), [['a', 1, true], ['b', 2, true], ['c', 1, false]],
+    'the subscriber sees the new epoch with the message')
 })
 
 t.test('on the memory bus, history and idempotency keys expire too', async (t) => {

@@ -8,7 +8,7 @@ import { withTimeout } from '../timeout.js'
 import { addressOf, connectionErrorLogger, quit, redisCommand, toBusError, topologyOf, waitForReady } from './client.js'
 import { readHistory } from './history.js'
 import { RedisKeys } from './keys.js'
-import { publishMessages, type PublishOutcome } from './publish.js'
+import { publishMessages, type PublishContext, type PublishOutcome } from './publish.js'
 import { notRunning, RedisSubscriber } from './subscriber.js'
 
 /** The most single messages one shared script call carries. */
@@ -53,6 +53,11 @@ export class RedisBus implements Bus {
   private readonly onClientError: (err: Error) => void
   /** Publishes in a row that Redis did not confirm in time: the publisher link may be dead. */
   private unconfirmedPublishes = 0
+  /**
+   * The replication ID of the server the publisher is connected to, read at each connect: it tells
+   * the publish script whether a history was written on this server or taken over in a failover.
+   */
+  private server: Promise<string> | undefined
   /** Single messages of this turn that go to Redis together, in one script call, when it ends. */
   private gathered: Array<{ message: BusMessage, settle: (outcome: PublishOutcome) => void }> = []
 
@@ -71,6 +76,8 @@ export class RedisBus implements Bus {
     // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
     this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)
     this.publisher.on('error', this.onClientError)
+    this.publisher.on('ready', this.readServer)
+    if (this.publisher.status === 'ready') this.readServer()
     if (options.ownsPublisher) {
       // A fresh connection starts with a clean record: the one that timed out was torn down.
       this.publisher.on('ready', () => { this.unconfirmedPublishes = 0 })
@@ -112,7 +119,7 @@ export class RedisBus implements Bus {
     }
     // What was gathered before goes first: messages reach Redis in the order they were published.
     this.sendGathered()
-    return await this.confirmed(publishMessages(this.context(), messages) as Promise<PublishResult[]>)
+    return await this.confirmed(this.context().then(async (context) => await publishMessages(context, messages)) as Promise<PublishResult[]>)
   }
 
   /** `published`, or FRB_BUS_UNAVAILABLE when Redis does not confirm it within publishTimeout (or FRB_BUS_REFUSED). */
@@ -129,8 +136,22 @@ export class RedisBus implements Bus {
     }
   }
 
-  private context (): { client: Redis, keys: RedisKeys, instance: string, idempotencyWindow: number } {
-    return { client: this.publisher, keys: this.keys, instance: this.instance, idempotencyWindow: this.options.idempotencyWindow }
+  private async context (): Promise<PublishContext> {
+    // Read at connect; read again if that read failed (the connection went away meanwhile).
+    const server = await (this.server ?? this.readServer()).catch(async () => await this.readServer())
+    return { client: this.publisher, keys: this.keys, instance: this.instance, idempotencyWindow: this.options.idempotencyWindow, server }
+  }
+
+  private readonly readServer = (): Promise<string> => {
+    const server = this.publisher.info('replication').then((text) => {
+      const id = /^master_replid:(\w+)/m.exec(text)?.[1]
+      /* c8 ignore next -- every Redis since 4.0 reports it */
+      if (id === undefined) throw new BusUnavailableError('Redis did not report its replication ID (INFO replication)')
+      return id
+    })
+    server.catch(() => {})
+    this.server = server
+    return server
   }
 
   /**
@@ -154,7 +175,7 @@ export class RedisBus implements Bus {
     if (gathered.length === 0) return
     this.gathered = []
     // One timer for the call, not one a message.
-    this.confirmed(publishMessages(this.context(), gathered.map(({ message }) => message), true)).then(
+    this.confirmed(this.context().then(async (context) => await publishMessages(context, gathered.map(({ message }) => message), true))).then(
       (outcomes) => { gathered.forEach(({ settle }, index) => { settle(outcomes[index] as PublishOutcome) }) },
       (err: Error) => { for (const { settle } of gathered) settle({ error: err }) }
     )

@@ -8,7 +8,9 @@ import { runScript, script } from './script.js'
 // published in one step, so no client can see a message the history lacks, nor an offset twice.
 
 /**
- * Publishes messages in order. ARGV[1] is this instance's epoch suffix, ARGV[2] the mode, then 9
+ * Publishes messages in order. ARGV[1] is this instance's epoch suffix, ARGV[2] the mode, ARGV[3]
+ * the Redis server's replication ID (a history written under another may have lost its last
+ * entries in a failover, as replication is asynchronous: it starts a new epoch), then 9
  * fields a message: pubsub channel, meta hash, stream, history size (0: none), ttl ms,
  * idempotency key ('' for none), its window ms, and the frame split in two where the position goes.
  * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
@@ -55,13 +57,15 @@ local function stage (i)
   if size ~= '0' then
     h = histories[meta]
     if not h then
-      local state = redis.pcall('HMGET', meta, 'epoch', 'top')
+      local state = redis.pcall('HMGET', meta, 'epoch', 'top', 'server')
       if failed(state) then return state end
       h = { meta = meta, stream = stream, ttl = ttl }
-      if state[1] and state[2] and redis.call('EXISTS', stream) == 1 then
+      if state[1] and state[2] and state[3] == ARGV[3] and redis.call('EXISTS', stream) == 1 then
         h.epoch, h.top = state[1], tonumber(state[2])
       else
-        -- Half a history (the hash or the stream lost alone) is no history: start a new one.
+        -- Half a history (the hash or the stream lost alone), or one this server took over in a
+        -- failover (it may lack the last entries, whose offsets would be given again), is no
+        -- history: start a new one.
         local now = redis.call('TIME')
         h.epoch, h.top = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1], 0
         redis.call('DEL', stream)
@@ -85,7 +89,7 @@ local function send (message)
   if failed(sent) then return sent end
   if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
 end
-for i = 3, #ARGV, 9 do
+for i = 4, #ARGV, 9 do
   local staged = stage(i)
   if each then
     if staged ~= true then
@@ -120,7 +124,7 @@ for _, meta in ipairs(touched) do
   if lost[meta] then
     redis.call('DEL', meta, h.stream)
   else
-    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top)
+    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top, 'server', ARGV[3])
     redis.call('PEXPIRE', meta, h.ttl)
     redis.call('PEXPIRE', h.stream, h.ttl)
   end
@@ -137,6 +141,8 @@ export interface PublishContext {
   instance: string
   /** How long an idempotency key is remembered, in milliseconds. */
   idempotencyWindow: number
+  /** The replication ID of the Redis server the client is connected to (INFO replication's master_replid). */
+  server: string
 }
 
 /** What became of one message: its position and whether it was a duplicate, or the error Redis answered for it alone. */
@@ -148,14 +154,14 @@ export type PublishOutcome = PublishResult | { error: Error }
  * as the PUBLISH. `each` false: one caller's batch, all or nothing (a refusal rejects the call).
  * `each` true: messages of several callers sharing one script call, each answered on its own.
  */
-export async function publishMessages ({ client, keys, instance, idempotencyWindow }: PublishContext,
+export async function publishMessages ({ client, keys, instance, idempotencyWindow, server }: PublishContext,
   messages: readonly BusMessage[], each = false): Promise<PublishOutcome[]> {
   const [first] = messages
   if (messages.length === 1 && first.history === undefined && first.idempotencyKey === undefined) {
     await client.publish(keys.pubsub(first.channel), first.payload)
     return [{ duplicate: false }]
   }
-  const args = [instance, each ? 'each' : 'batch', ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
+  const args = [instance, each ? 'each' : 'batch', server, ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
   const results = await runScript(client, PUBLISH, args) as Array<Buffer | number>
   return messages.map((message, index) => {
     const reply = results[2 * index] as Buffer
