@@ -50,6 +50,14 @@ t.test('publishes made in one turn share one script call, and each is answered o
   t.match(await app.broadcast('c', { channel: 'public:shared' }), { offset: 4, epoch }, 'the channel\'s history goes on')
 })
 
+t.test('a Redis user without INFO still publishes with history; the log says a failover cannot be told', async (t) => {
+  await redis.client().call('ACL', 'SETUSER', 'noinfo', 'on', '>secret', '~*', '&*', '+@all', '-info')
+  const { app, logs } = await build(t, { redis: `redis://noinfo:secret@127.0.0.1:${redis.port}` })
+  t.match(await app.broadcast('a', { channel: 'no-info' }), { offset: 1 })
+  t.match(await app.broadcast('b', { channel: 'no-info' }), { offset: 2 }, 'the history goes on')
+  t.ok(logs.some((line) => /refused INFO replication/.test(line.msg)), 'a warning says what is lost')
+})
+
 for (const compression of [false, true]) {
   t.test(`a socket whose write fails is dropped alone; the others still receive${compression ? ' (permessage-deflate)' : ''}`, async (t) => {
     const { app, connect, publish } = await build(t, { compression })
