@@ -1,6 +1,7 @@
 import t from 'tap'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { optionsFromEnv } from '../app.js'
+import { reconnectWhenReadonly } from '../plugin/redis/client.js'
 import { build } from './helpers/app.js'
 import { waitUntil } from './helpers/wait.js'
 import { DOWN_AFTER_MS, startSentinelTopology } from './helpers/sentinel.js'
@@ -19,6 +20,11 @@ t.test('REDIS_SENTINELS and REDIS_SENTINEL_MASTER become Sentinel options; bad o
   t.throws(() => optionsFromEnv({ REDIS_SENTINELS: 'h:1' }), /REDIS_SENTINEL_MASTER/)
   t.throws(() => optionsFromEnv({ REDIS_SENTINELS: 'h:1', REDIS_SENTINEL_MASTER: 'm', REDIS_URL: 'redis://h' }), /not both/)
   for (const bad of ['h', 'h:0', 'h:70000', ':1']) t.throws(() => optionsFromEnv({ REDIS_SENTINELS: bad, REDIS_SENTINEL_MASTER: 'm' }), /REDIS_SENTINELS takes host:port/, bad)
+})
+
+t.test('a write refused with READONLY (a demoted master) reconnects, through the sentinels; other errors do not', async (t) => {
+  t.equal(reconnectWhenReadonly(new Error('READONLY You can\'t write against a read only replica.')), 1, 'reconnect, without resending')
+  t.equal(reconnectWhenReadonly(new Error('NOPERM this user has no permissions')), false)
 })
 
 t.test('a master lost to SIGKILL: the replica is promoted, and publishes and deliveries go on through it', async (t) => {

@@ -45,9 +45,15 @@ const SENTINEL_SETTINGS: RedisOptions = {
   // Each connection also listens for the sentinels' +switch-master, so an old master cut off by a
   // partition (which Sentinel cannot tell to drop its clients) is left as soon as one is elected.
   failoverDetector: true,
-  // A master demoted to a replica answers writes with READONLY: reconnect, through the sentinels,
-  // to the new master, without sending the write again (its caller was answered 503).
-  reconnectOnError: (err) => err.message.startsWith('READONLY') ? 1 : false
+  reconnectOnError: reconnectWhenReadonly
+}
+
+/**
+ * A master demoted to a replica answers writes with READONLY: reconnect, through the sentinels,
+ * to the new master (1), without sending the write again (its caller was answered 503).
+ */
+export function reconnectWhenReadonly (err: Error): 1 | false {
+  return err.message.startsWith('READONLY') ? 1 : false
 }
 
 /**
