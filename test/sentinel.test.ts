@@ -65,4 +65,57 @@ t.test('a master lost to SIGKILL: the replica is promoted, and publishes and del
   t.equal(await topology.currentMaster(), topology.replica, 'the sentinels promoted the replica')
   t.match((await app.inject('/health')).json(), { status: 'ok', topology: 'sentinel' }, 'healthy again')
   t.ok(logs.some((line) => /redis subscriber reconnected/.test(line.msg)), 'the subscriber followed the master')
+  await topology.restore()
+})
+
+t.test('two instances, 100 channels at a steady rate, the new master lost too: every channel delivers again, and a resume gets what it missed or recovered:false', async (t) => {
+  const master = await topology.currentMaster()
+  const sentinels = topology.sentinels.map((port) => ({ host: '127.0.0.1', port }))
+  const options = { redis: { sentinels, name: topology.masterName }, publishTimeout: 500 }
+  const [one, two] = await Promise.all([build(t, options), build(t, options)])
+  const channels = Array.from({ length: 100 }, (_, i) => `ch${i}`)
+  // Each instance's client on every channel: a message published on either reaches both.
+  const clients = await Promise.all([one, two].map(async (instance) => await instance.connect(`?channels=${channels.join(',')}`)))
+  for (const client of clients) await client.waitFor((f) => f.type === 'subscribed' && f.channel === 'ch99')
+  const epochs = new Map<string, string>()
+  for (const channel of channels) epochs.set(channel, (await one.app.broadcast('start', { channel })).epoch as string)
+
+  // Publishes keep flowing: every 100 ms one on each channel, half of them through each instance.
+  const flow = { round: 0, running: true, accepted: 0, refused: 0 }
+  const publishing = (async () => {
+    while (flow.running) {
+      const data = `r${++flow.round}`
+      await Promise.all(channels.map(async (channel, i) => {
+        await (i % 2 === 0 ? one : two).app.broadcast(data, { channel }).then(() => { flow.accepted++ }, () => { flow.refused++ })
+      }))
+      await sleep(100)
+    }
+  })()
+  await sleep(500)
+  t.equal(await topology.currentMaster(), master)
+  const killedAt = Date.now()
+  await topology.killCurrentMaster()
+  const killRound = flow.round
+  // Every channel, on both instances, must deliver a message published after the kill.
+  const deliveredAgain = (): boolean => clients.every((client) => channels.every((channel) =>
+    client.received().some((m) => m.channel === channel && typeof m.data === 'string' && Number((m.data as string).slice(1)) > killRound)))
+  const done = await waitUntil(deliveredAgain, 30_000)
+  const resumedIn = Date.now() - killedAt
+  flow.running = false
+  await publishing
+  t.ok(done, `every channel delivering again on both instances ${resumedIn} ms after the kill`)
+  t.ok(resumedIn <= DOWN_AFTER_MS + 9000, `within the detection time (${DOWN_AFTER_MS} ms) and the failover`)
+  t.ok(flow.refused > 0 && flow.accepted > 0, `publishes went on around the failover (${flow.accepted} accepted, ${flow.refused} refused with 503)`)
+
+  // A client that was away resumes each channel from where it was before the kill.
+  const late = await one.connect()
+  let answers = { recovered: 0, reset: 0 }
+  for (const channel of channels.slice(0, 20)) {
+    late.send({ type: 'subscribe', channel, since: 1, epoch: epochs.get(channel) })
+    const reply = await late.waitFor((f) => f.type === 'subscribed' && f.channel === channel)
+    if (reply.recovered === true) answers.recovered++
+    else answers = { ...answers, reset: answers.reset + 1 }
+    t.ok(reply.recovered === true ? reply.epoch === epochs.get(channel) : reply.recovered === false, `${channel}: recovered, or told it was not`)
+  }
+  t.equal(answers.recovered + answers.reset, 20, `${answers.recovered} recovered, ${answers.reset} told recovered:false (a new epoch after the failover)`)
 })

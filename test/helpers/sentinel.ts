@@ -13,8 +13,12 @@ export interface SentinelTopology {
   readonly master: number
   readonly replica: number
   readonly sentinels: number[]
-  /** SIGKILL of the master's process. */
+  /** SIGKILL of the first master's process. */
   killMaster (): Promise<void>
+  /** SIGKILL of the process of the server the sentinels name as master now. */
+  killCurrentMaster (): Promise<void>
+  /** Starts the killed servers again and waits until the sentinels have made them replicas. */
+  restore (): Promise<void>
   /** The port of the server the sentinels name as master now. */
   currentMaster (): Promise<number>
   stop (): Promise<void>
@@ -35,6 +39,7 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
   const master = await freePort()
   const replica = await freePort()
   const base = (port: number): string[] => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--dir', dir]
+  const killed = new Set<number>()
   server(master, base(master))
   server(replica, [...base(replica), '--replicaof', '127.0.0.1', String(master)])
   const sentinels: number[] = []
@@ -91,7 +96,32 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
     master,
     replica,
     sentinels,
-    async killMaster () { await stopOne(master) },
+    async killMaster () {
+      killed.add(master)
+      await stopOne(master)
+    },
+    async killCurrentMaster () {
+      const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
+      killed.add(Number(port))
+      await stopOne(Number(port))
+    },
+    async restore () {
+      for (const port of killed) server(port, base(port))
+      const ports = [...killed]
+      killed.clear()
+      // A server that comes back is told by the sentinels to follow the new master.
+      const until = Date.now() + 30_000
+      for (;;) {
+        const replicas = await ask(sentinels[0] as number, 'SENTINEL', 'REPLICAS', MASTER_NAME).catch(() => []) as string[][]
+        const healthy = replicas.filter((fields) => {
+          const info = Object.fromEntries(fields.flatMap((value, i) => i % 2 === 0 ? [[value, fields[i + 1]]] : []))
+          return ports.includes(Number(info.port)) && info['master-link-status'] === 'ok' && !String(info.flags).includes('down')
+        })
+        if (healthy.length === ports.length) return
+        if (Date.now() > until) throw new Error(`the restarted servers ${ports.join(', ')} did not become healthy replicas within 30 s`)
+        await sleep(200)
+      }
+    },
     async currentMaster () {
       const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
       return Number(port)
