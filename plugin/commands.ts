@@ -30,23 +30,24 @@ export function parseCommand (payload: Buffer): Command | undefined {
 
 export class CommandRouter {
   /** Commands of the last CONNECTING_WINDOW, for connections whose upgrade began before they came. */
-  private recent: Array<{ at: number, command: Command }> = []
+  private recent: Array<{ at: number, command: Command, target: string }> = []
 
   constructor (private readonly sessions: ReadonlySet<Session>) {}
 
   apply (command: Command): void {
+    const target = personalChannel(command.identity)
+    if (target === undefined) return
     const at = Date.now()
     this.recent = this.recent.filter((entry) => at - entry.at < CONNECTING_WINDOW)
-    this.recent.push({ at, command })
-    const target = personalChannel(command.identity)
-    for (const session of this.sessions) if (target !== undefined && personalChannel(session.identity) === target) run(session, command)
+    this.recent.push({ at, command, target })
+    for (const session of this.sessions) if (session.personal === target) run(session, command)
   }
 
   /** A connection that joined now, whose upgrade began at `since`: the commands it missed meanwhile. */
   catchUp (session: Session, since: number): void {
-    const own = personalChannel(session.identity)
+    const own = session.personal
     if (own === undefined) return
-    for (const { at, command } of this.recent) if (at >= since && personalChannel(command.identity) === own) run(session, command)
+    for (const { at, command, target } of this.recent) if (at >= since && target === own) run(session, command)
   }
 }
 

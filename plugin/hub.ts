@@ -85,7 +85,6 @@ export class Hub<Member extends HubMember = HubMember> {
   private dirty: Member[] = []
   /** How many of `dirty` are written already, while the rest waits for the next slice. */
   private dirtyWritten = 0
-  private flushScheduled = false
   /** Called once the members dirty now are all written. */
   private afterWrites: Array<() => void> = []
   /** Keeps each channel's live messages in offset order and repairs gaps from history. */
@@ -319,7 +318,8 @@ export class Hub<Member extends HubMember = HubMember> {
    */
   deliver (channel: string | null, payload: Buffer, position?: Position): number {
     const audience = channel === null ? undefined : this.listeners.get(channel)
-    if (channel !== null && (audience === undefined || audience.size === 0)) return 0
+    // A channel's audience is dropped with its last listener: one that is here is not empty.
+    if (channel !== null && audience === undefined) return 0
     const frame = textFrame(payload)
     let delivered = 0
     if (audience === undefined) {
@@ -357,15 +357,13 @@ export class Hub<Member extends HubMember = HubMember> {
   }
 
   scheduleFlush (member: Member): void {
-    this.dirty.push(member)
-    if (this.flushScheduled) return
-    this.flushScheduled = true
-    queueMicrotask(this.flush)
+    // A flush is due (a microtask, or the next slice) exactly while some member waits for one.
+    if (this.dirty.push(member) === 1) queueMicrotask(this.flush)
   }
 
   /** Runs `done` once every frame queued so far is written to its socket (at once when nothing waits). */
   whenWritten (done: () => void): void {
-    if (this.flushScheduled) this.afterWrites.push(done)
+    if (this.dirty.length > 0) this.afterWrites.push(done)
     else done()
   }
 
@@ -451,7 +449,6 @@ export class Hub<Member extends HubMember = HubMember> {
     }
     this.dirty = []
     this.dirtyWritten = 0
-    this.flushScheduled = false
     const afterWrites = this.afterWrites
     if (afterWrites.length === 0) return
     this.afterWrites = []

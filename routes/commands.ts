@@ -7,6 +7,7 @@ import { encodeCommand, type Command } from '../plugin/commands.js'
 import { BusUnavailableError } from '../plugin/errors.js'
 import { CLOSE_DISCONNECTED } from '../plugin/close-codes.js'
 import { errorResponses, SECURITY } from '../plugin/openapi.js'
+import { RETRY_AFTER_SECONDS } from './publish.js'
 
 const Identity = Type.String({ minLength: 1, maxLength: 256, description: 'The identity: a JWT sub, or the identity authorize() returns' })
 
@@ -43,7 +44,7 @@ const commandRoutes: FastifyPluginAsync<CommandRouteOptions> = async (instance, 
     try {
       await bus.publish(null, encodeCommand(command))
     } catch (err) {
-      if (err instanceof BusUnavailableError) reply.header('retry-after', '1')
+      if (err instanceof BusUnavailableError) reply.header('retry-after', RETRY_AFTER_SECONDS)
       throw err
     }
     reply.code(202)

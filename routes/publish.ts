@@ -41,7 +41,7 @@ export function publishBody (maxBatchSize: number) {
 }
 
 // ioredis retries a lost connection at least once a second.
-const RETRY_AFTER_SECONDS = '1'
+export const RETRY_AFTER_SECONDS = '1'
 
 interface PublishRouteOptions {
   path: string

@@ -11,7 +11,6 @@ import type { ConnectionCapacity } from '../plugin/security/capacity.js'
 import { isOriginAllowed, type OriginPolicy } from '../plugin/security/origin.js'
 import { Session, type SessionContext } from '../plugin/session/session.js'
 import { listen } from '../plugin/session/listeners.js'
-import { personalChannel } from '../plugin/personal.js'
 import { isValidChannel } from '../plugin/channel.js'
 import type { CommandRouter } from '../plugin/commands.js'
 import { frameWriter, releaseUpgradeResponse } from '../plugin/ws-internals.js'
@@ -101,8 +100,7 @@ const websocketRoute: FastifyPluginAsync<WebsocketRouteOptions> = async (instanc
     sessions.hub.add(session)
     listen(session, { tcp, heartbeat, replaceErrorListener: ownsErrorHandler })
     const initial = new Set(request.query.channels?.split(','))
-    const personal = options.personalChannels ? personalChannel(auth?.identity) : undefined
-    if (personal !== undefined) initial.add(personal)
+    if (options.personalChannels && session.personal !== undefined) initial.add(session.personal)
     if (initial.size > 0) session.subscribeAtConnect(initial)
     // Channels the back end put this identity in (the token's `join` claim, or authorize()'s).
     for (const channel of new Set(auth?.join?.filter(isValidChannel))) session.subscribeFromServer(channel)

@@ -51,6 +51,8 @@ export class RedisBus implements Bus {
   private readonly options: Required<Omit<RedisBusOptions, 'stats'>> & Pick<RedisBusOptions, 'stats'>
   private closing = false
   private readonly onClientError: (err: Error) => void
+  /** How the publisher reaches Redis: set by its options, so fixed for the bus's life. */
+  private readonly topology: BusHealth['topology']
   /** Publishes in a row that Redis did not confirm in time: the publisher link may be dead. */
   private unconfirmedPublishes = 0
   /**
@@ -76,6 +78,7 @@ export class RedisBus implements Bus {
     // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
     this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)
     this.publisher.on('error', this.onClientError)
+    this.topology = topologyOf(this.publisher)
     this.publisher.on('ready', this.readServer)
     if (this.publisher.status === 'ready') this.readServer()
     if (options.ownsPublisher) {
@@ -205,7 +208,7 @@ export class RedisBus implements Bus {
     const subscriber = this.subscriber?.health()
     const checks: Record<string, string> = { publisher, subscriber: subscriber?.status ?? 'not started' }
     if (subscriber?.probe !== undefined) checks.probe = subscriber.probe
-    const topology = topologyOf(this.publisher)
+    const { topology } = this
     if (this.closing) return { state: 'unavailable', reasons: ['the bus is closing'], checks, topology }
     const reasons: string[] = []
     if (publisher !== 'ready') reasons.push(`Redis publisher connection is ${publisher}`)
@@ -226,7 +229,7 @@ export class RedisBus implements Bus {
     if (subscriber !== undefined) await subscriber.close(timeout)
     if (this.options.ownsPublisher) await quit(this.publisher, timeout)
     // A client of the user's outlives the bus: it keeps no listener of ours.
-    else this.publisher.off('error', this.onClientError)
+    else this.publisher.off('error', this.onClientError).off('ready', this.readServer)
   }
 
   /**

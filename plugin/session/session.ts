@@ -17,6 +17,7 @@ import type { ChannelAccess } from '../security/channel-access.js'
 import { TokenBucket } from '../security/token-bucket.js'
 import { isMessageFrame, type Filter, type ParsedFilter } from '../tags.js'
 import { SocketWriter, type SlowConsumerPolicy } from './socket-writer.js'
+import { personalChannel } from '../personal.js'
 
 const OPEN = 1
 /** Tells this process's connection ids from other instances'. */
@@ -58,6 +59,11 @@ export class Session extends SocketWriter implements HubMember {
   readonly channels = new Set<string>()
   /** From connect-time auth; undefined when no auth is configured. */
   identity: unknown
+  /**
+   * The identity's personal channel (`@<identity>`), undefined without one: encoded once, as a
+   * refresh keeps the identity's name (the same sub), and back-end commands find sessions by it.
+   */
+  readonly personal: string | undefined
   /** Channels or `prefix*` patterns this connection may subscribe to, when auth is configured. */
   grants: readonly string[] | undefined
   /** When the heartbeat pinged this session and no pong or frame has come back since; 0 if none is due. */
@@ -86,6 +92,7 @@ export class Session extends SocketWriter implements HubMember {
     auth: ConnectionAuth | undefined, request: FastifyRequest) {
     super(socket, tcp, context.limits)
     this.identity = auth?.identity
+    this.personal = personalChannel(auth?.identity)
     this.grants = auth?.channels
     this.remoteAddress = request.ip
     this.reqId = request.id
