@@ -68,6 +68,8 @@ t.test('three channels, interleaved publishes, 2,000 sockets each: every socket 
   t.equal(wrong.length, 0, `every socket got exactly its 100 messages in order${wrong.length > 0 ? `; first wrong: ${JSON.stringify(wrong[0]?.seqs.slice(0, 20))}` : ''}`)
   t.equal(app.broadcastStats().messagesOut - outBefore, 300_000, 'each delivery counted once')
   t.ok(app.broadcastStats().writesSliced > slicedBefore, `the writes went in slices (${app.broadcastStats().writesSliced - slicedBefore} times)`)
+  const metrics = await (await fetch(`${url}/metrics`)).text()
+  t.equal(Number(/^frb_writes_sliced_total (\d+)$/m.exec(metrics)?.[1]), app.broadcastStats().writesSliced, 'and /metrics counts them as broadcastStats() does')
 })
 
 /** Publishes `messages` to channel a without waiting; resolves once the fan-out is under way, in slices. */
