@@ -228,4 +228,13 @@ t.test('a subscription with a filter gets only the messages whose tags match, an
   await sleep(100)
   t.same(client.received('prices'), ['AAPL', 'MSFT'])
   t.same(tags, [{ symbol: 'AAPL' }, { symbol: 'MSFT' }])
+
+  // The connection drops: the resubscribe carries the filter again, and its replay is filtered too.
+  for (const session of sessionsOf(app.app)) session.socket.terminate()
+  await until(() => client.count('connected') === 2, 5000, 'the reconnect')
+  for (const symbol of ['IBM', 'AAPL']) await app.app.broadcast(symbol, { channel: 'prices', tags: { symbol } })
+  await until(() => client.received('prices').length === 3, 5000, 'the next matching message')
+  await sleep(100)
+  t.same(client.received('prices'), ['AAPL', 'MSFT', 'AAPL'], 'still only the matching ones')
+  t.same(client.resets.get('prices'), [], 'skipped offsets are not taken for losses')
 })
