@@ -1,6 +1,7 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fastifyRedis from '@fastify/redis'
 import type { RedisOptions } from 'ioredis'
+import type { RedisClusterConfig } from './plugin/redis/client.js'
 import redisBroadcast, { redactingLogger, type RedisBroadcastOptions } from './plugin/index.js'
 import { createPublisherClient, quit, whenRedisReady } from './plugin/redis/client.js'
 import { readyTimeout } from './plugin/bus/create.js'
@@ -15,8 +16,8 @@ const app: FastifyPluginAsync = async (fastify, _options) => {
     // As a user's service would: @fastify/redis holds the connection (fastify.redis, for routes of
     // one's own too), made with the settings the plugin needs, and the plugin uses it. It is ready
     // before @fastify/redis sees it, which would otherwise wait in silence for Fastify's time-out.
-    // From the environment: a URL, or Sentinel's options (never a client).
-    const client = createPublisherClient(connection as string | RedisOptions)
+    // From the environment: a URL, Sentinel's options or a cluster's seed nodes (never a client).
+    const client = createPublisherClient(connection as string | RedisOptions | RedisClusterConfig)
     try {
       await whenRedisReady(client, readyTimeout(10_000, fastify.initialConfig.pluginTimeout), fastify.log)
     } catch (err) {
@@ -51,8 +52,16 @@ export function optionsFromEnv (env: NodeJS.ProcessEnv): RedisBroadcastOptions {
 
   options.redis = text('REDIS_URL')
   const sentinels = list('REDIS_SENTINELS')
+  const clusterNodes = list('REDIS_CLUSTER_NODES')
+  const topologies = ['REDIS_URL', 'REDIS_SENTINELS', 'REDIS_CLUSTER_NODES'].filter((name) => text(name) !== undefined)
+  if (topologies.length > 1) throw new Error(`set one of REDIS_URL, REDIS_SENTINELS and REDIS_CLUSTER_NODES, not ${topologies.join(' and ')}`)
+  if (clusterNodes !== undefined) {
+    const password = text('REDIS_PASSWORD')
+    const cluster: RedisClusterConfig = { cluster: clusterNodes.map((address) => hostAndPort('REDIS_CLUSTER_NODES', address)) }
+    if (password !== undefined) cluster.redisOptions = { password }
+    options.redis = cluster
+  }
   if (sentinels !== undefined) {
-    if (options.redis !== undefined) throw new Error('set REDIS_URL or REDIS_SENTINELS, not both')
     const name = text('REDIS_SENTINEL_MASTER')
     if (name === undefined) throw new Error('REDIS_SENTINELS needs REDIS_SENTINEL_MASTER: the name of the master the sentinels monitor')
     const sentinel: RedisOptions = { sentinels: sentinels.map((address) => hostAndPort('REDIS_SENTINELS', address)), name }

@@ -180,5 +180,6 @@ export type {
 } from './types.js'
 export type { BroadcastStatsSnapshot } from './stats.js'
 export type { Bus, BusHealth, BusMessageHandler } from './bus/bus.js'
+export type { RedisClusterConfig } from './redis/client.js'
 export * as errors from './errors.js'
 export { redactingLogger, redactSecrets } from './log-redaction.js'

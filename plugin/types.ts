@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
-import type { Redis, RedisOptions } from 'ioredis'
+import type { Cluster, Redis, RedisOptions } from 'ioredis'
+import type { RedisClusterConfig } from './redis/client.js'
 
 // The public surface, written for the people who use it: every option with what it does, its unit
 // and its default. plugin/options.ts validates the same options at registration, and
@@ -51,11 +52,12 @@ export interface RateLimitOptions {
 
 export interface RedisBroadcastOptions {
   /**
-   * Where Redis is: a `redis://` URL, ioredis options, or an ioredis client (the plugin never
-   * closes a client it did not create). Left out, the plugin uses an `@fastify/redis` client
+   * Where Redis is: a `redis://` URL, ioredis options (Sentinel's among them), a Redis Cluster's
+   * seed nodes (`{ cluster: [{ host, port }, …], …ioredis cluster options }`), or an ioredis
+   * client or Cluster (the plugin never closes a client it did not create). Left out, the plugin uses an `@fastify/redis` client
    * already on the instance, or else the in-process bus (one instance only).
    */
-  redis?: string | RedisOptions | Redis
+  redis?: string | RedisOptions | RedisClusterConfig | Redis | Cluster
   /** Without `redis`: the name of a namespaced `@fastify/redis` client (`fastify.redis[name]`) to use. */
   redisNamespace?: string
   /** Runs before the upgrade; returns the connection's identity and grants, or refuses it. */

@@ -3,8 +3,8 @@ import type { FastifyPluginAsync } from 'fastify'
 import type { Bus } from '../plugin/bus/bus.js'
 
 const BusKind = Type.Union([Type.Literal('redis'), Type.Literal('memory')])
-const Topology = Type.Optional(Type.Union([Type.Literal('standalone'), Type.Literal('sentinel')], {
-  description: 'How the Redis bus reaches Redis: one server, or the master its sentinels name (not for the in-process bus)'
+const Topology = Type.Optional(Type.Union([Type.Literal('standalone'), Type.Literal('sentinel'), Type.Literal('cluster')], {
+  description: 'How the Redis bus reaches Redis: one server, the master its sentinels name, or a Redis Cluster (not for the in-process bus)'
 }))
 const Checks = Type.Record(Type.String(), Type.String(), {
   description: 'State of each part: publisher and subscriber connections, last probe of the subscriber'

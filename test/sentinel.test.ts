@@ -18,7 +18,7 @@ t.test('REDIS_SENTINELS and REDIS_SENTINEL_MASTER become Sentinel options; bad o
   })
   t.same(optionsFromEnv({ REDIS_SENTINELS: 'h:1', REDIS_SENTINEL_MASTER: 'm' }).redis, { sentinels: [{ host: 'h', port: 1 }], name: 'm' })
   t.throws(() => optionsFromEnv({ REDIS_SENTINELS: 'h:1' }), /REDIS_SENTINEL_MASTER/)
-  t.throws(() => optionsFromEnv({ REDIS_SENTINELS: 'h:1', REDIS_SENTINEL_MASTER: 'm', REDIS_URL: 'redis://h' }), /not both/)
+  t.throws(() => optionsFromEnv({ REDIS_SENTINELS: 'h:1', REDIS_SENTINEL_MASTER: 'm', REDIS_URL: 'redis://h' }), /set one of REDIS_URL, REDIS_SENTINELS and REDIS_CLUSTER_NODES, not REDIS_URL and REDIS_SENTINELS/)
   for (const bad of ['h', 'h:0', 'h:70000', ':1']) t.throws(() => optionsFromEnv({ REDIS_SENTINELS: bad, REDIS_SENTINEL_MASTER: 'm' }), /REDIS_SENTINELS takes host:port/, bad)
 })
 

@@ -85,5 +85,5 @@ export interface BusHealth {
   /** The state of each part, for operators. */
   checks: Record<string, string>
   /** How the bus reaches Redis; undefined for the in-process bus. */
-  topology?: 'standalone' | 'sentinel'
+  topology?: 'standalone' | 'sentinel' | 'cluster'
 }

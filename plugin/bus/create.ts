@@ -1,10 +1,9 @@
-import type { Redis } from 'ioredis'
 import { InvalidOptionError } from '../errors.js'
 import type { FastifyInstance } from 'fastify'
 import type { ResolvedOptions } from '../options.js'
 import type { BroadcastStats } from '../stats.js'
 import { MemoryPresenceStore, type PresenceStore } from '../presence/store.js'
-import { createPublisherClient } from '../redis/client.js'
+import { createPublisherClient, type RedisClient } from '../redis/client.js'
 import { RedisBus } from '../redis/bus.js'
 import { RedisPresenceStore } from '../redis/presence-store.js'
 import type { Bus } from './bus.js'
@@ -20,7 +19,7 @@ export function createBus (fastify: FastifyInstance, options: ResolvedOptions, s
   if (isRedisClient(redis)) return redisBus(fastify, options, stats, redis, false)
   if (redis !== undefined) return redisBus(fastify, options, stats, createPublisherClient(redis), true)
   if (fastify.hasDecorator('redis')) {
-    const registered = (fastify as unknown as { redis: Redis & Record<string, Redis | undefined> }).redis
+    const registered = (fastify as unknown as { redis: RedisClient & Record<string, RedisClient | undefined> }).redis
     const client = redisNamespace === undefined ? registered : registered[redisNamespace]
     if (!isRedisClient(client)) throw new InvalidOptionError('redisNamespace', `names no @fastify/redis client (got ${JSON.stringify(redisNamespace)})`)
     return redisBus(fastify, options, stats, client, false)
@@ -35,7 +34,7 @@ export function createBus (fastify: FastifyInstance, options: ResolvedOptions, s
  * another ioredis major (or a compatible library) is used as it is, never spread as options into
  * a new connection to some default address the user did not name.
  */
-export function isRedisClient (value: unknown): value is Redis {
+export function isRedisClient (value: unknown): value is RedisClient {
   const client = value as Partial<Record<'duplicate' | 'publish' | 'evalsha' | 'on', unknown>> & { status?: unknown } | null | undefined
   return typeof client === 'object' && client !== null && typeof client.duplicate === 'function' &&
     typeof client.publish === 'function' && typeof client.evalsha === 'function' && typeof client.on === 'function' &&
@@ -48,7 +47,7 @@ export function readyTimeout (option: number, pluginTimeout: number | undefined)
   return Math.max(1, Math.min(option, pluginTimeout - 1000))
 }
 
-function redisBus (fastify: FastifyInstance, options: ResolvedOptions, stats: BroadcastStats, publisher: Redis,
+function redisBus (fastify: FastifyInstance, options: ResolvedOptions, stats: BroadcastStats, publisher: RedisClient,
   ownsPublisher: boolean): { bus: Bus, presenceStore: PresenceStore } {
   const bus = new RedisBus({
     publisher,

@@ -1,22 +1,22 @@
 import { randomBytes } from 'node:crypto'
-import type { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Bus, BusHealth, BusMessage, BusMessageHandler, HistoryPage, HistoryQuery, PublishResult } from '../bus/bus.js'
-import { BusUnavailableError } from '../errors.js'
+import { BusUnavailableError, InvalidOptionError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
-import { addressOf, connectionErrorLogger, quit, redisCommand, toBusError, topologyOf, waitForReady } from './client.js'
+import { addressOf, connectionErrorLogger, isCluster, quit, redisCommand, SUBSCRIBER_SETTINGS, toBusError, topologyOf, waitForReady, type RedisClient } from './client.js'
+import { ClusterSubscriber } from './cluster-subscriber.js'
 import { readHistory } from './history.js'
 import { RedisKeys } from './keys.js'
 import { publishMessages, type PublishContext, type PublishOutcome } from './publish.js'
-import { notRunning, RedisSubscriber } from './subscriber.js'
+import { notRunning, RedisSubscriber, type Subscriber } from './subscriber.js'
 
 /** The most single messages one shared script call carries. */
 const MAX_GATHERED = 256
 
 export interface RedisBusOptions {
   /** Publishes and runs commands; may belong to the user. */
-  publisher: Redis
+  publisher: RedisClient
   /** Whether the plugin created `publisher` and so must quit it on close. */
   ownsPublisher: boolean
   /** Prepended to every Redis name the bus uses. */
@@ -39,15 +39,16 @@ export interface RedisBusOptions {
 
 /**
  * Redis Pub/Sub between instances: publishes (with history and idempotency, plugin/redis/publish.ts)
- * and history reads go through the normal client; receiving goes through RedisSubscriber.
+ * and history reads go through the normal client; receiving goes through RedisSubscriber, or on a
+ * Redis Cluster through ClusterSubscriber (sharded Pub/Sub, one connection per master).
  */
 export class RedisBus implements Bus {
   readonly kind = 'redis'
   readonly keys: RedisKeys
   /** Names this instance in Redis (presence entries, epochs). */
   readonly instance = randomBytes(6).toString('hex')
-  private readonly publisher: Redis
-  private subscriber: RedisSubscriber | undefined
+  private readonly publisher: RedisClient
+  private subscriber: Subscriber | undefined
   private readonly options: Required<Omit<RedisBusOptions, 'stats'>> & Pick<RedisBusOptions, 'stats'>
   private closing = false
   private readonly onClientError: (err: Error) => void
@@ -73,12 +74,15 @@ export class RedisBus implements Bus {
       ...options
     }
     this.publisher = options.publisher
-    this.keys = new RedisKeys(options.prefix)
+    this.topology = topologyOf(this.publisher)
+    if (this.topology === 'cluster' && /[{}]/.test(options.prefix)) {
+      throw new InvalidOptionError('redisPrefix', `cannot hold { or } on a Redis Cluster, where each channel's names carry its {hash tag} (got ${JSON.stringify(options.prefix)})`)
+    }
+    this.keys = new RedisKeys(options.prefix, this.topology === 'cluster')
     // Every client's errors are logged, publisher and subscriber sharing one line a second: a
     // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
     this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)
     this.publisher.on('error', this.onClientError)
-    this.topology = topologyOf(this.publisher)
     this.publisher.on('ready', this.readServer)
     if (this.publisher.status === 'ready') this.readServer()
     if (options.ownsPublisher) {
@@ -89,12 +93,15 @@ export class RedisBus implements Bus {
 
   async start (onMessage: BusMessageHandler, onReconnected: () => void): Promise<void> {
     const { readyTimeout, commandTimeout, probeInterval, probeTimeout, stats, log } = this.options
-    const subscriber = new RedisSubscriber(this.publisher, { keys: this.keys, commandTimeout, probeInterval, probeTimeout, stats, log },
-      onMessage, onReconnected, this.onClientError)
+    const settings = { keys: this.keys, commandTimeout, probeInterval, probeTimeout, stats, log }
+    const { publisher } = this
+    const subscriber = isCluster(publisher)
+      ? new ClusterSubscriber(publisher, settings, onMessage, onReconnected, this.onClientError)
+      : new RedisSubscriber(publisher.duplicate(SUBSCRIBER_SETTINGS), settings, onMessage, onReconnected, this.onClientError)
     this.subscriber = subscriber
     try {
-      await withTimeout(Promise.all([subscriber.start(), waitForReady(this.publisher)]), readyTimeout, () => new BusUnavailableError(
-        `Redis at ${addressOf(this.publisher)} did not become ready within ${readyTimeout} ms (publisher ${this.publisher.status}, subscriber ${subscriber.client.status})`
+      await withTimeout(Promise.all([subscriber.start(), waitForReady(publisher)]), readyTimeout, () => new BusUnavailableError(
+        `Redis at ${addressOf(publisher)} did not become ready within ${readyTimeout} ms (publisher ${publisher.status}, subscriber ${subscriber.health().status})`
       ))
     } catch (err) {
       await this.close()
@@ -148,6 +155,11 @@ export class RedisBus implements Bus {
   }
 
   private readonly readServer = (): void => {
+    // Each shard of a cluster has its own: the publish script reads the one it runs on.
+    if (this.topology === 'cluster') {
+      this.server = Promise.resolve('?')
+      return
+    }
     const server = this.publisher.info('replication').then(
       (text) => /^master_replid:(\w+)/m.exec(text)?.[1] as string,
       (err: Error) => {
@@ -195,12 +207,12 @@ export class RedisBus implements Bus {
 
   async subscribe (channel: string): Promise<void> {
     if (this.subscriber === undefined) throw notRunning()
-    await this.subscriber.subscribe(channel)
+    await this.subscriber.subscribe(this.keys.pubsub(channel))
   }
 
   async unsubscribe (channel: string): Promise<void> {
     // Sockets still closing after the bus has shut down have nothing left to unsubscribe from.
-    await this.subscriber?.unsubscribe(channel)
+    await this.subscriber?.unsubscribe(this.keys.pubsub(channel))
   }
 
   health (): BusHealth {
@@ -239,6 +251,7 @@ export class RedisBus implements Bus {
   private publishUnconfirmed (): void {
     this.unconfirmedPublishes++
     this.options.log.warn({ unconfirmed: this.unconfirmedPublishes }, 'Redis did not confirm a publish in time')
-    if (this.options.ownsPublisher && this.publisher.status === 'ready') this.publisher.stream.destroy()
+    // A cluster client has a connection per node, each reconnected by ioredis when it fails.
+    if (this.options.ownsPublisher && this.publisher.status === 'ready' && !isCluster(this.publisher)) this.publisher.stream.destroy()
   }
 }

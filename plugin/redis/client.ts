@@ -1,9 +1,17 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import { BusRefusedError, BusUnavailableError } from '../errors.js'
 import { withTimeout } from '../timeout.js'
 
 // The ioredis settings of the plugin's own connections, and what every Redis module shares.
+
+/** A connection to one Redis server (or the master Sentinel names), or to a Redis Cluster. */
+export type RedisClient = Redis | Cluster
+
+/** Where a Redis Cluster is: seed nodes, and ioredis's cluster options (`redisOptions` apply to every node). */
+export interface RedisClusterConfig extends ClusterOptions {
+  cluster: ClusterNode[]
+}
 
 /** Reconnect quickly and often: a lost subscriber loses messages for as long as it is away. */
 export function reconnectDelay (attempt: number): number {
@@ -57,18 +65,57 @@ export function reconnectWhenReadonly (err: Error): 1 | false {
 }
 
 /**
- * A client with the settings the plugin needs of a publisher (no offline queue, quick reconnects):
- * the one it makes from a URL or from ioredis options (Sentinel's among them), and the one to hand
- * to @fastify/redis.
+ * A cluster publisher: no offline queue while the cluster is unreachable, quick retries through a
+ * failover, and a slot map refreshed every second so publishes and subscriptions find a promoted
+ * replica without waiting for a MOVED.
  */
-export function createPublisherClient (redis: string | RedisOptions): Redis {
+const CLUSTER_PUBLISHER_SETTINGS: ClusterOptions = {
+  enableOfflineQueue: false,
+  enableAutoPipelining: true,
+  slotsRefreshInterval: 1000,
+  clusterRetryStrategy: reconnectDelay,
+  retryDelayOnFailover: 100,
+  retryDelayOnClusterDown: 100
+}
+
+/** Each cluster node's connection, within the cluster publisher. */
+const CLUSTER_NODE_SETTINGS: RedisOptions = {
+  maxRetriesPerRequest: 1,
+  autoResendUnfulfilledCommands: false,
+  retryStrategy: reconnectDelay,
+  connectionName: 'fastify-redis-broadcast:publisher'
+}
+
+/**
+ * A client with the settings the plugin needs of a publisher (no offline queue, quick reconnects):
+ * the one it makes from a URL, from ioredis options (Sentinel's among them) or from cluster seed
+ * nodes, and the one to hand to @fastify/redis.
+ */
+export function createPublisherClient (redis: RedisClusterConfig): Cluster
+export function createPublisherClient (redis: string | RedisOptions): Redis
+export function createPublisherClient (redis: string | RedisOptions | RedisClusterConfig): RedisClient
+export function createPublisherClient (redis: string | RedisOptions | RedisClusterConfig): RedisClient {
   if (typeof redis === 'string') return new Redis(redis, PUBLISHER_SETTINGS)
+  if (isClusterConfig(redis)) {
+    const { cluster: nodes, redisOptions, ...options } = redis
+    return new Cluster(nodes, { ...CLUSTER_PUBLISHER_SETTINGS, ...options, redisOptions: { ...redisOptions, ...CLUSTER_NODE_SETTINGS } })
+  }
   const sentinel = isSentinel(redis) ? SENTINEL_SETTINGS : {}
   return new Redis({ ...sentinel, ...redis, ...PUBLISHER_SETTINGS })
 }
 
-/** How the client reaches Redis: one server, or the master a set of sentinels names. */
-export function topologyOf (client: Redis): 'standalone' | 'sentinel' {
+export function isClusterConfig (redis: RedisOptions | RedisClusterConfig): redis is RedisClusterConfig {
+  return Array.isArray((redis as Partial<RedisClusterConfig>).cluster)
+}
+
+/** Whether the client is a Redis Cluster client (ioredis's, or one shaped like it). */
+export function isCluster (client: RedisClient): client is Cluster {
+  return client instanceof Cluster || (client as { isCluster?: unknown }).isCluster === true
+}
+
+/** How the client reaches Redis: one server, the master a set of sentinels names, or a cluster. */
+export function topologyOf (client: RedisClient): 'standalone' | 'sentinel' | 'cluster' {
+  if (isCluster(client)) return 'cluster'
   return isSentinel(client.options) ? 'sentinel' : 'standalone'
 }
 
@@ -93,13 +140,18 @@ export async function redisCommand<T> (command: Promise<T>, timeout: number, wha
   }
 }
 
-export async function waitForReady (client: Redis): Promise<void> {
+export async function waitForReady (client: RedisClient): Promise<void> {
   if (client.status === 'ready') return
   await new Promise<void>((resolve) => client.once('ready', resolve))
 }
 
-/** Where a client connects, for messages: `host:port`, or the master's name and its sentinels. */
-export function addressOf (client: Redis): string {
+/** Where a client connects, for messages: `host:port`, the master's name and its sentinels, or a cluster's seed nodes. */
+export function addressOf (client: RedisClient): string {
+  if (isCluster(client)) {
+    // ioredis keeps the seed nodes private; they are what the user named.
+    const { startupNodes } = client as unknown as { startupNodes: ClusterNode[] }
+    return `the cluster of ${startupNodes.map((node) => typeof node === 'object' ? `${String(node.host)}:${String(node.port)}` : String(node)).join(',')}`
+  }
   const { host, port, sentinels, name } = client.options
   if (isSentinel(client.options)) return `the master "${String(name)}" of the sentinels ${(sentinels as Array<{ host?: string, port?: number }>).map((s) => `${String(s.host)}:${String(s.port)}`).join(',')}`
   return `${host}:${port}`
@@ -125,7 +177,7 @@ export function connectionErrorLogger (log: FastifyBaseLogger, address: string, 
  * naming the address after `timeout` ms. For a service that connects before it registers
  * @fastify/redis, which would otherwise wait in silence until Fastify's plugin time-out.
  */
-export async function whenRedisReady (client: Redis, timeout: number, log: FastifyBaseLogger): Promise<void> {
+export async function whenRedisReady (client: RedisClient, timeout: number, log: FastifyBaseLogger): Promise<void> {
   const onError = connectionErrorLogger(log, addressOf(client))
   client.on('error', onError)
   try {
@@ -136,7 +188,7 @@ export async function whenRedisReady (client: Redis, timeout: number, log: Fasti
   }
 }
 
-export async function quit (client: Redis, timeout: number): Promise<void> {
+export async function quit (client: RedisClient, timeout: number): Promise<void> {
   // QUIT lets Redis finish what is in flight; a link that broke or went silent is dropped below.
   if (client.status === 'ready') {
     await Promise.allSettled([withTimeout(client.quit(), timeout, () => new Error('QUIT timed out'))])

@@ -1,5 +1,5 @@
-import type { Redis } from 'ioredis'
 import type { HistoryPage, HistoryQuery } from '../bus/bus.js'
+import type { RedisClient } from './client.js'
 import type { RedisKeys } from './keys.js'
 import { runScript, script } from './script.js'
 
@@ -50,10 +50,10 @@ return {epoch, top, entries, cut}
 const READ = script(READ_SCRIPT)
 
 /** Reads a channel's history (Redis Streams, one snapshot): its position and the messages after `since`. */
-export async function readHistory (client: Redis, keys: RedisKeys, channel: string,
+export async function readHistory (client: RedisClient, keys: RedisKeys, channel: string,
   { since, limit, reverse = false, epoch = '', maxBytes = 0, whole = false }: HistoryQuery): Promise<HistoryPage | undefined> {
   const { meta, stream } = keys.history(channel)
-  const reply = await runScript(client, READ, [meta, stream, since ?? '', limit, reverse ? '1' : '0', epoch, maxBytes, whole ? '1' : '0'])
+  const reply = await runScript(client, READ, meta, [meta, stream, since ?? '', limit, reverse ? '1' : '0', epoch, maxBytes, whole ? '1' : '0'])
   const [storedEpoch, offset, entries, cut] = reply as [Buffer | undefined, number, Array<[Buffer, Buffer[]]>, number]
   if (storedEpoch === undefined) return undefined
   return {

@@ -1,22 +1,22 @@
-import type { Redis } from 'ioredis'
 import type { PresenceChange, PresenceStore } from '../presence/store.js'
-import { redisCommand } from './client.js'
+import { redisCommand, type RedisClient } from './client.js'
 import type { RedisKeys } from './keys.js'
 import { runScript, script } from './script.js'
 
 /**
  * Presence of one channel. ARGV: members zset (scored by expiry), counts hash, pubsub channel,
- * now ms, new expiry ms, key ttl ms, '1' to publish join/leave frames, the channel as JSON,
+ * the command that publishes to it (PUBLISH, or SPUBLISH on a cluster), now ms, new expiry ms, key ttl ms, '1' to publish join/leave frames, the channel as JSON,
  * this instance's id, '1' to return the identities present (a read; an update returns none: that
  * would cost as much as the channel is large, on every join), then pairs of 'j' (joined or still
  * there) or 'l' (left) and an identity. Members of instances that stopped refreshing go first.
  */
 const PRESENCE_SCRIPT = `
-local zset, hash, pubsub, now, expires, keyttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local events, channel, instance = ARGV[7] == '1', ARGV[8], ARGV[9]
+local zset, hash, pubsub, publish = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local now, expires, keyttl = ARGV[5], ARGV[6], ARGV[7]
+local events, channel, instance = ARGV[8] == '1', ARGV[9], ARGV[10]
 local function announce (kind, identity)
   if events then
-    redis.call('PUBLISH', pubsub, '{"type":"' .. kind .. '","channel":' .. channel .. ',"identity":' .. identity .. '}')
+    redis.call(publish, pubsub, '{"type":"' .. kind .. '","channel":' .. channel .. ',"identity":' .. identity .. '}')
   end
 end
 local function gone (identity)
@@ -29,7 +29,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', zset, '-inf', now)) do
   redis.call('ZREM', zset, member)
   gone(string.sub(member, string.find(member, '\\n', 1, true) + 1))
 end
-for i = 11, #ARGV, 2 do
+for i = 12, #ARGV, 2 do
   local identity = ARGV[i + 1]
   local member = instance .. '\\n' .. identity
   if ARGV[i] == 'j' then
@@ -44,14 +44,14 @@ if redis.call('EXISTS', zset) == 1 then
   redis.call('PEXPIRE', zset, keyttl)
   redis.call('PEXPIRE', hash, keyttl)
 end
-if ARGV[10] == '1' then return redis.call('HKEYS', hash) end
+if ARGV[11] == '1' then return redis.call('HKEYS', hash) end
 return {}
 `
 
 const PRESENCE = script(PRESENCE_SCRIPT)
 
 export interface RedisPresenceOptions {
-  client: Redis
+  client: RedisClient
   keys: RedisKeys
   /** Names this instance's entries; another instance's entries are never touched but by expiry. */
   instance: string
@@ -80,8 +80,8 @@ export class RedisPresenceStore implements PresenceStore {
     const { client, keys, instance, ttl, commandTimeout } = this.options
     const now = Date.now()
     const { members, counts } = keys.presence(channel)
-    const reply = runScript(client, PRESENCE, [
-      members, counts, keys.pubsub(channel),
+    const reply = runScript(client, PRESENCE, members, [
+      members, counts, keys.pubsub(channel), keys.sharded ? 'SPUBLISH' : 'PUBLISH',
       now, now + ttl, 2 * ttl, events ? '1' : '0', JSON.stringify(channel), instance, withMembers ? '1' : '0', ...changes
     ])
     return await redisCommand(reply, commandTimeout, 'answer a presence update') as Buffer[]

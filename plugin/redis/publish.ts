@@ -1,6 +1,6 @@
-import type { Redis } from 'ioredis'
 import type { BusMessage, PublishResult } from '../bus/bus.js'
 import { messageHeadLength, type Position } from '../history/sequence.js'
+import type { RedisClient } from './client.js'
 import type { RedisKeys } from './keys.js'
 import { runScript, script } from './script.js'
 
@@ -10,8 +10,9 @@ import { runScript, script } from './script.js'
 /**
  * Publishes messages in order. ARGV[1] is this instance's epoch suffix, ARGV[2] the mode, ARGV[3]
  * the Redis server's replication ID (a history written under another may have lost its last
- * entries in a failover, as replication is asynchronous: it starts a new epoch), then 9
- * fields a message: pubsub channel, meta hash, stream, history size (0: none), ttl ms,
+ * entries in a failover, as replication is asynchronous: it starts a new epoch; '?' asks the
+ * script to read it, as on a cluster, where each shard has its own), ARGV[4] the command that
+ * publishes (PUBLISH, or SPUBLISH on a cluster), then 9 fields a message: pubsub channel, meta hash, stream, history size (0: none), ttl ms,
  * idempotency key ('' for none), its window ms, and the frame split in two where the position goes.
  * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
  * stored before any is published, and a refusal fails the call. Mode 'each': messages of several
@@ -25,7 +26,11 @@ local out, outgoing, keys = {}, {}, {}
 -- Each channel's history is read once per call and written back once at the end: a batch of a
 -- channel's messages costs an XADD and a PUBLISH each.
 local histories, touched, lost = {}, {}, {}
-local each = ARGV[2] == 'each'
+local each, server, publish = ARGV[2] == 'each', ARGV[3], ARGV[4]
+if server == '?' then
+  local info = redis.pcall('INFO', 'replication')
+  server = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
+end
 local function failed (reply)
   return type(reply) == 'table' and reply.err ~= nil
 end
@@ -60,7 +65,7 @@ local function stage (i)
       local state = redis.pcall('HMGET', meta, 'epoch', 'top', 'server')
       if failed(state) then return state end
       h = { meta = meta, stream = stream, ttl = ttl }
-      if state[1] and state[2] and state[3] == ARGV[3] and redis.call('EXISTS', stream) == 1 then
+      if state[1] and state[2] and state[3] == server and redis.call('EXISTS', stream) == 1 then
         h.epoch, h.top = state[1], tonumber(state[2])
       else
         -- Half a history (the hash or the stream lost alone), or one this server took over in a
@@ -85,11 +90,11 @@ local function stage (i)
 end
 -- Publishes a staged message; returns the error Redis answered, if any.
 local function send (message)
-  local sent = redis.pcall('PUBLISH', message[1], message[2])
+  local sent = redis.pcall(publish, message[1], message[2])
   if failed(sent) then return sent end
   if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
 end
-for i = 4, #ARGV, 9 do
+for i = 5, #ARGV, 9 do
   local staged = stage(i)
   if each then
     if staged ~= true then
@@ -124,7 +129,7 @@ for _, meta in ipairs(touched) do
   if lost[meta] then
     redis.call('DEL', meta, h.stream)
   else
-    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top, 'server', ARGV[3])
+    redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top, 'server', server)
     redis.call('PEXPIRE', meta, h.ttl)
     redis.call('PEXPIRE', h.stream, h.ttl)
   end
@@ -135,13 +140,13 @@ return out
 const PUBLISH = script(PUBLISH_SCRIPT)
 
 export interface PublishContext {
-  client: Redis
+  client: RedisClient
   keys: RedisKeys
   /** Ends every epoch this instance starts, so two instances starting one in the same microsecond differ. */
   instance: string
   /** How long an idempotency key is remembered, in milliseconds. */
   idempotencyWindow: number
-  /** The replication ID of the Redis server the client is connected to (INFO replication's master_replid). */
+  /** The replication ID of the Redis server the client is connected to (INFO replication's master_replid); '?' on a cluster. */
   server: string
 }
 
@@ -153,16 +158,41 @@ export type PublishOutcome = PublishResult | { error: Error }
  * PUBLISH; anything else is one script: offsets, history and idempotency in the same atomic step
  * as the PUBLISH. `each` false: one caller's batch, all or nothing (a refusal rejects the call).
  * `each` true: messages of several callers sharing one script call, each answered on its own.
+ *
+ * On a cluster a script runs on one shard, so the messages go in one call per slot (each
+ * channel's order kept); a batch is then all or nothing within each slot only.
  */
-export async function publishMessages ({ client, keys, instance, idempotencyWindow, server }: PublishContext,
-  messages: readonly BusMessage[], each = false): Promise<PublishOutcome[]> {
+export async function publishMessages (context: PublishContext, messages: readonly BusMessage[], each = false): Promise<PublishOutcome[]> {
+  const { client, keys } = context
   const [first] = messages
   if (messages.length === 1 && first.history === undefined && first.idempotencyKey === undefined) {
-    await client.publish(keys.pubsub(first.channel), first.payload)
+    const channel = keys.pubsub(first.channel)
+    await (keys.sharded ? client.spublish(channel, first.payload) : client.publish(channel, first.payload))
     return [{ duplicate: false }]
   }
-  const args = [instance, each ? 'each' : 'batch', server, ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
-  const results = await runScript(client, PUBLISH, args) as Array<Buffer | number>
+  if (!keys.sharded) return await runPublish(context, messages, each)
+  const bySlot = new Map<number, number[]>()
+  messages.forEach((message, index) => {
+    const slot = keys.slot(message.channel)
+    const indexes = bySlot.get(slot)
+    if (indexes === undefined) bySlot.set(slot, [index])
+    else indexes.push(index)
+  })
+  if (bySlot.size === 1) return await runPublish(context, messages, each)
+  const outcomes: PublishOutcome[] = new Array(messages.length)
+  await Promise.all([...bySlot.values()].map(async (indexes) => {
+    const results = await runPublish(context, indexes.map((index) => messages[index]), each)
+    indexes.forEach((index, i) => { outcomes[index] = results[i] })
+  }))
+  return outcomes
+}
+
+/** One script call: messages whose names all share one slot (any messages, off a cluster). */
+async function runPublish ({ client, keys, instance, idempotencyWindow, server }: PublishContext,
+  messages: readonly BusMessage[], each: boolean): Promise<PublishOutcome[]> {
+  const args = [instance, each ? 'each' : 'batch', server, keys.sharded ? 'SPUBLISH' : 'PUBLISH',
+    ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
+  const results = await runScript(client, PUBLISH, args[4] as string, args) as Array<Buffer | number>
   return messages.map((message, index) => {
     const reply = results[2 * index] as Buffer
     const flag = results[2 * index + 1]

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './client.js'
 
 // How the plugin runs its Lua scripts. Each script lives beside the code that calls it, as a
 // TypeScript string: it is compiled into dist/ with the rest, with no file to copy or find at run time.
@@ -22,13 +22,16 @@ interface BufferEval {
 /**
  * Runs a script by its SHA1, sending its source only when Redis does not have it yet. Replies come
  * as Buffers: stored frames go out to sockets as the bytes they are, never decoded.
+ *
+ * `key` is the one key the script declares: every name it touches is in that key's slot (one
+ * channel's names, plugin/redis/keys.ts), so a cluster client sends it to the shard that owns them.
  */
-export async function runScript (client: Redis, { source, sha }: Script, args: Array<string | number>): Promise<unknown> {
+export async function runScript (client: RedisClient, { source, sha }: Script, key: string, args: Array<string | number>): Promise<unknown> {
   const buffered = client as unknown as BufferEval
   try {
-    return await buffered.evalshaBuffer(sha, 0, ...args)
+    return await buffered.evalshaBuffer(sha, 1, key, ...args)
   } catch (err) {
     if (!(err as Error).message.startsWith('NOSCRIPT')) throw err
-    return await buffered.evalBuffer(source, 0, ...args)
+    return await buffered.evalBuffer(source, 1, key, ...args)
   }
 }

@@ -4,8 +4,22 @@ import type { BusMessageHandler } from '../bus/bus.js'
 import { BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
-import { quit, redisCommand, SUBSCRIBER_SETTINGS } from './client.js'
+import { quit, redisCommand } from './client.js'
 import type { RedisKeys } from './keys.js'
+
+/** What the bus needs of its receiving side: one connection (RedisSubscriber), or one per cluster shard (ClusterSubscriber). */
+export interface Subscriber {
+  /** Subscribes to the broadcast-to-all channel and starts probing. */
+  start: () => Promise<void>
+  /** Subscribes to a Pub/Sub name; resolves once Redis confirms it. */
+  subscribe: (name: string) => Promise<void>
+  unsubscribe: (name: string) => Promise<void>
+  /** What is wrong with the connections, if anything, and their state for operators. */
+  health: () => SubscriberHealth
+  close: (timeout: number) => Promise<void>
+}
+
+export interface SubscriberHealth { down: string | undefined, status: string, probe: string | undefined }
 
 export interface SubscriberOptions {
   keys: RedisKeys
@@ -17,19 +31,23 @@ export interface SubscriberOptions {
   probeTimeout: number
   stats: BroadcastStats | undefined
   log: FastifyBaseLogger
+  /** Sharded Pub/Sub (SSUBSCRIBE, on one cluster shard) instead of the classic kind. */
+  sharded?: boolean
+  /** Redis said a channel's slot is served elsewhere now (MOVED, or an unasked SUNSUBSCRIBE). */
+  onMoved?: () => void
 }
 
 /**
- * The subscriber connection's life: a duplicate of the publisher in subscriber mode, which can run
- * no other command, so the long-lived subscription never sits in front of a request's PUBLISH.
+ * A subscriber connection's life: a connection in subscriber mode (a duplicate of the publisher,
+ * or one to a cluster shard), which can run no other command, so the long-lived subscription
+ * never sits in front of a request's PUBLISH.
  *
  * It keeps its own list of subscribed channels and re-applies it whenever the connection comes
  * back, and it probes the connection: a link that died without a FIN (a half-open TCP connection,
  * a stalled proxy) would otherwise look healthy while nothing arrives.
  */
-export class RedisSubscriber {
-  readonly client: Redis
-  /** Pub/Sub names of the channels this instance listens on, besides the broadcast-to-all one. */
+export class RedisSubscriber implements Subscriber {
+  /** Pub/Sub names of the channels this connection listens on. */
   private readonly subscribed = new Set<string>()
   private closing = false
   private everReady = false
@@ -42,43 +60,49 @@ export class RedisSubscriber {
   private lastProbe: { ok: boolean, detail: string } | undefined
 
   /** `onReconnected`: the connection is back and every channel is subscribed again. */
-  constructor (publisher: Redis, private readonly options: SubscriberOptions, onMessage: BusMessageHandler,
+  /** `client`: a connection of its own, in subscriber settings (SUBSCRIBER_SETTINGS), which it closes. */
+  constructor (readonly client: Redis, private readonly options: SubscriberOptions, onMessage: BusMessageHandler,
     private readonly onReconnected: () => void, onError: (err: Error) => void) {
-    const client = publisher.duplicate(SUBSCRIBER_SETTINGS)
-    this.client = client
     client.on('error', onError)
     client.on('connect', () => { this.handshakeSince = Date.now() })
     client.on('ready', () => this.onReady())
     client.on('close', () => this.onLost())
-    client.on('messageBuffer', (pubsub: Buffer, payload: Buffer) => {
+    client.on(options.sharded === true ? 'smessageBuffer' : 'messageBuffer', (pubsub: Buffer, payload: Buffer) => {
       // Only channels subscribed to come here, and each is the plugin's own.
       onMessage(options.keys.channelOf(pubsub.toString('latin1')), payload)
     })
+    if (options.onMoved !== undefined) client.on('moved', options.onMoved)
   }
 
-  /** Subscribes to the broadcast-to-all channel and starts probing. */
+  /** The Pub/Sub names this connection listens on (or will, once it is back). */
+  get channels (): ReadonlySet<string> {
+    return this.subscribed
+  }
+
   async start (): Promise<void> {
-    await this.client.subscribe(this.options.keys.all)
+    await this.subscribe(this.options.keys.all)
+    this.startProbing()
+  }
+
+  startProbing (): void {
     if (this.options.probeInterval > 0) {
       this.probeTimer = setInterval(() => { void this.probe() }, this.options.probeInterval)
       this.probeTimer.unref()
     }
   }
 
-  async subscribe (channel: string): Promise<void> {
-    const name = this.options.keys.pubsub(channel)
+  async subscribe (name: string): Promise<void> {
     this.subscribed.add(name)
-    await redisCommand(this.client.subscribe(name), this.options.commandTimeout, 'confirm the subscription')
+    const command = this.options.sharded === true ? this.client.ssubscribe(name) : this.client.subscribe(name)
+    await redisCommand(command, this.options.commandTimeout, 'confirm the subscription')
   }
 
-  async unsubscribe (channel: string): Promise<void> {
-    const name = this.options.keys.pubsub(channel)
+  async unsubscribe (name: string): Promise<void> {
     this.subscribed.delete(name)
-    await this.client.unsubscribe(name)
+    await (this.options.sharded === true ? this.client.sunsubscribe(name) : this.client.unsubscribe(name))
   }
 
-  /** What is wrong with the connection, if anything, and its state for operators. */
-  health (): { down: string | undefined, status: string, probe: string | undefined } {
+  health (): SubscriberHealth {
     const status = this.client.status
     // A failed probe destroys its connection, but the status changes only when the socket's close
     // event comes, a loop turn later; until the connection is back, the failed probe is the truth.
@@ -137,16 +161,21 @@ export class RedisSubscriber {
       this.lostAt = 0
       return
     }
-    const { stats, log, keys } = this.options
+    const { stats, log, sharded, onMoved } = this.options
     const downtime = Date.now() - this.lostAt
     this.lostAt = 0
     this.lastProbe = undefined
     if (stats !== undefined) stats.subscriberReconnects++
-    log.warn({ channels: this.subscribed.size + 1, downtime },
+    log.warn({ channels: this.subscribed.size, downtime, redis: `${String(this.client.options.host)}:${String(this.client.options.port)}` },
       'redis subscriber reconnected: re-subscribing; messages published while it was away were not received')
     // One command per channel: a channel Redis now refuses (an ACL changed) must not take the others with it.
-    const subscribed = [keys.all, ...this.subscribed].map(async (name) => {
-      await this.client.subscribe(name).catch((err: unknown) => {
+    const subscribed = [...this.subscribed].map(async (name) => {
+      await (sharded === true ? this.client.ssubscribe(name) : this.client.subscribe(name)).catch((err: Error) => {
+        // A shard that is a replica now: the cluster's new map sends the channel to its new owner.
+        if (err.message.startsWith('MOVED') && onMoved !== undefined) {
+          onMoved()
+          return
+        }
         log.error({ err, channel: name }, 're-subscribing after a reconnect failed: this channel receives nothing here')
       })
     })

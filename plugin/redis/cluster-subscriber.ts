@@ -1,0 +1,149 @@
+import { Redis, type Cluster } from 'ioredis'
+import type { BusMessageHandler } from '../bus/bus.js'
+import { BusUnavailableError } from '../errors.js'
+import { SUBSCRIBER_SETTINGS, waitForReady } from './client.js'
+import { RedisSubscriber, type Subscriber, type SubscriberHealth, type SubscriberOptions } from './subscriber.js'
+
+/** How often slots are asked for again while a shard connection is down: a failover is noticed this soon. */
+const REFRESH_WHILE_DOWN_MS = 500
+
+/**
+ * Receiving on a Redis Cluster with sharded Pub/Sub: each channel is SSUBSCRIBEd on the master that
+ * owns its slot, through one subscriber connection per such master (a RedisSubscriber each, with
+ * its own re-subscribe and probe). Messages never cross the cluster bus, so each shard carries
+ * only its own channels' traffic.
+ *
+ * The cluster client's slot map says who owns what. Whenever it changes (a failover, a slot
+ * migration, noticed by the client's periodic refresh, by a MOVED reply or by Redis dropping a
+ * subscription), channels move to their new owner, connections left with none are closed, and the
+ * bus catches up on what was published while they moved (`onReconnected`).
+ */
+export class ClusterSubscriber implements Subscriber {
+  /** One connection per master that owns subscribed channels, by `host:port`. */
+  private readonly shards = new Map<string, RedisSubscriber>()
+  /** Each subscribed Pub/Sub name and the master it is subscribed on. */
+  private readonly placed = new Map<string, string>()
+  private readonly refreshTimer: NodeJS.Timeout
+  private closing = false
+
+  constructor (private readonly cluster: Cluster, private readonly options: SubscriberOptions,
+    private readonly onMessage: BusMessageHandler, private readonly onReconnected: () => void,
+    private readonly onError: (err: Error) => void) {
+    cluster.on('refresh', this.rebalance)
+    this.refreshTimer = setInterval(() => {
+      for (const shard of this.shards.values()) {
+        if (shard.client.status !== 'ready') {
+          this.refresh()
+          return
+        }
+      }
+    }, REFRESH_WHILE_DOWN_MS)
+    this.refreshTimer.unref()
+  }
+
+  async start (): Promise<void> {
+    // The slot map comes with the cluster client's first connection.
+    await waitForReady(this.cluster)
+    await this.subscribe(this.options.keys.all)
+  }
+
+  async subscribe (name: string): Promise<void> {
+    try {
+      await this.place(name)
+    } catch (err) {
+      if (!(err as Error).message.startsWith('MOVED')) throw err
+      // The slot moved since the map was read: read it again, and try once more.
+      await new Promise<void>((resolve) => { this.cluster.refreshSlotsCache(() => { resolve() }) })
+      await this.place(name)
+    }
+  }
+
+  async unsubscribe (name: string): Promise<void> {
+    const node = this.placed.get(name)
+    this.placed.delete(name)
+    if (node !== undefined) await this.shards.get(node)?.unsubscribe(name)
+  }
+
+  health (): SubscriberHealth {
+    const shards = [...this.shards].map(([node, shard]) => ({ node, ...shard.health() }))
+    const down = shards.filter((shard) => shard.down !== undefined)
+    const notReady = shards.filter((shard) => shard.status !== 'ready')
+    return {
+      down: down.length === 0 ? undefined : down.map((shard) => `${shard.down as string} (shard ${shard.node})`).join('; '),
+      status: notReady.length === 0 ? 'ready' : notReady.map((shard) => `${shard.status} (shard ${shard.node})`).join(', '),
+      probe: shards.some((shard) => shard.probe !== undefined)
+        ? shards.map((shard) => `${shard.node}: ${shard.probe ?? 'not yet'}`).join(', ')
+        : undefined
+    }
+  }
+
+  async close (timeout: number): Promise<void> {
+    this.closing = true
+    clearInterval(this.refreshTimer)
+    this.cluster.off('refresh', this.rebalance)
+    await Promise.all([...this.shards.values()].map(async (shard) => { await shard.close(timeout) }))
+    this.shards.clear()
+  }
+
+  private async place (name: string): Promise<void> {
+    const node = this.ownerOf(name)
+    this.placed.set(name, node)
+    await this.shard(node).subscribe(name)
+  }
+
+  /** The master that owns the name's slot, by the cluster client's map. */
+  private ownerOf (name: string): string {
+    const node = this.cluster.slots[this.options.keys.slotOfName(name)]?.[0]
+    if (node === undefined) throw new BusUnavailableError(`no Redis Cluster master serves the slot of ${name}`)
+    return node
+  }
+
+  private shard (node: string): RedisSubscriber {
+    let shard = this.shards.get(node)
+    if (shard === undefined) {
+      const at = node.lastIndexOf(':')
+      // The node's own settings (credentials, TLS) as the cluster client has them, then a subscriber's.
+      const client = new Redis({
+        ...this.cluster.options.redisOptions,
+        host: node.slice(0, at),
+        port: Number(node.slice(at + 1)),
+        ...SUBSCRIBER_SETTINGS
+      })
+      shard = new RedisSubscriber(client, { ...this.options, sharded: true, onMoved: this.refresh },
+        this.onMessage, this.onReconnected, this.onError)
+      shard.startProbing()
+      this.shards.set(node, shard)
+    }
+    return shard
+  }
+
+  private readonly refresh = (): void => {
+    if (!this.closing) this.cluster.refreshSlotsCache()
+  }
+
+  /** The slot map was read again: every channel goes to the master that owns it now. */
+  private readonly rebalance = (): void => {
+    if (this.closing) return
+    const moved: Array<Promise<void>> = []
+    for (const [name, node] of this.placed) {
+      const owner = this.cluster.slots[this.options.keys.slotOfName(name)]?.[0]
+      if (owner === undefined || owner === node) continue
+      this.placed.set(name, owner)
+      // The old connection forgets it, so it never subscribes to it again; it may be dead, so not awaited.
+      this.shards.get(node)?.unsubscribe(name).catch(() => {})
+      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => {
+        this.options.log.error({ err, channel: name }, 'moving a subscription to its new cluster master failed: it is tried again at the next slot refresh')
+        this.placed.set(name, node)
+      }))
+    }
+    for (const [node, shard] of this.shards) {
+      if (shard.channels.size > 0) continue
+      this.shards.delete(node)
+      void shard.close(this.options.commandTimeout)
+    }
+    if (moved.length === 0) return
+    this.options.log.warn({ channels: moved.length }, 'redis cluster slots moved: channels re-subscribed on their new masters')
+    // Messages published while a channel moved went to a master it was not subscribed on yet.
+    void Promise.all(moved).then(() => { if (!this.closing) this.onReconnected() })
+  }
+}
