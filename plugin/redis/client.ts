@@ -123,6 +123,11 @@ function isSentinel ({ sentinels }: RedisOptions): boolean {
   return Array.isArray(sentinels) && sentinels.length > 0
 }
 
+/** Whether Redis answered that the slot is served by another cluster node (also once wrapped by toBusError). */
+export function isMoved (err: Error): boolean {
+  return /(?:^|: )MOVED \d+ /.test(err.message)
+}
+
 /** A failure of a Redis command, as the catalogue names it. */
 export function toBusError (err: unknown): Error {
   if (err instanceof BusUnavailableError) return err

@@ -1,7 +1,7 @@
 import { Redis, type Cluster } from 'ioredis'
 import type { BusMessageHandler } from '../bus/bus.js'
 import { BusUnavailableError } from '../errors.js'
-import { SUBSCRIBER_SETTINGS, waitForReady } from './client.js'
+import { isMoved, SUBSCRIBER_SETTINGS, waitForReady } from './client.js'
 import { RedisSubscriber, type Subscriber, type SubscriberHealth, type SubscriberOptions } from './subscriber.js'
 
 /** How often slots are asked for again while a shard connection is down: a failover is noticed this soon. */
@@ -51,8 +51,10 @@ export class ClusterSubscriber implements Subscriber {
     try {
       await this.place(name)
     } catch (err) {
-      if (!(err as Error).message.startsWith('MOVED')) throw err
-      // The slot moved since the map was read: read it again, and try once more.
+      if (!isMoved(err as Error)) throw err
+      // The slot moved since the map was read: the old master's connection forgets the channel,
+      // the map is read again, and the channel placed once more.
+      this.shards.get(this.placed.get(name) as string)?.unsubscribe(name).catch(() => {})
       await new Promise<void>((resolve) => { this.cluster.refreshSlotsCache(() => { resolve() }) })
       await this.place(name)
     }

@@ -4,7 +4,7 @@ import type { BusMessageHandler } from '../bus/bus.js'
 import { BusUnavailableError } from '../errors.js'
 import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
-import { quit, redisCommand } from './client.js'
+import { isMoved, quit, redisCommand } from './client.js'
 import type { RedisKeys } from './keys.js'
 
 /** What the bus needs of its receiving side: one connection (RedisSubscriber), or one per cluster shard (ClusterSubscriber). */
@@ -80,7 +80,10 @@ export class RedisSubscriber implements Subscriber {
   }
 
   async start (): Promise<void> {
-    await this.subscribe(this.options.keys.all)
+    // Bounded by the bus's readyTimeout, whose message says what was not ready.
+    const { all } = this.options.keys
+    this.subscribed.add(all)
+    await this.client.subscribe(all)
     this.startProbing()
   }
 
@@ -172,7 +175,7 @@ export class RedisSubscriber implements Subscriber {
     const subscribed = [...this.subscribed].map(async (name) => {
       await (sharded === true ? this.client.ssubscribe(name) : this.client.subscribe(name)).catch((err: Error) => {
         // A shard that is a replica now: the cluster's new map sends the channel to its new owner.
-        if (err.message.startsWith('MOVED') && onMoved !== undefined) {
+        if (isMoved(err) && onMoved !== undefined) {
           onMoved()
           return
         }

@@ -25,36 +25,71 @@ export async function freePort (): Promise<number> {
   return port
 }
 
+/** How long `spawnRedisServer` waits for the first PING answer. */
+const PING_TIMEOUT_MS = 10_000
+
+/**
+ * Spawns `redis-server [configFile] --port <port> --bind 127.0.0.1 ...args` and resolves with its process
+ * once it answers PING. Rejects at once, with a message saying how to install it, when redis-server is not
+ * on PATH; at once, with its exit code and last output, when it exits before answering (a port taken, a bad
+ * argument); and after 10 s without an answer. It kills the process before rejecting: on rejection nothing
+ * is left running. On success the caller owns the process and must kill it.
+ */
+export async function spawnRedisServer (port: number, args: string[] = [], configFile?: string): Promise<ChildProcess> {
+  const argv = [...(configFile === undefined ? [] : [configFile]), '--port', String(port), '--bind', '127.0.0.1', ...args]
+  // Its output is read (never left to fill the pipe) and the tail kept, to say why it exited.
+  const proc = spawn('redis-server', argv, { stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  const keep = (chunk: Buffer): void => { output = (output + chunk.toString()).slice(-2000) }
+  proc.stdout?.on('data', keep)
+  proc.stderr?.on('data', keep)
+  let settled = false
+  const failed = new Promise<never>((resolve, reject) => {
+    proc.once('error', (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'ENOENT'
+        ? new Error('redis-server was not found on PATH. The tests need a real Redis 6 or newer: ' +
+          'install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS).')
+        : err)
+    })
+    proc.once('exit', (code, signal) => {
+      const how = code === null ? `was killed by ${signal}` : `exited with code ${code}`
+      const tail = output.trim() === '' ? '' : `:\n${output.trim()}`
+      reject(new Error(`redis-server on port ${port} ${how} before accepting connections${tail}`))
+    })
+  })
+  failed.catch(() => {})
+  try {
+    await Promise.race([failed, waitForPing(port, proc.pid, () => settled)])
+    return proc
+  } catch (err) {
+    if (proc.exitCode === null && proc.signalCode === null && proc.pid !== undefined) proc.kill('SIGKILL')
+    throw err
+  } finally {
+    settled = true
+  }
+}
+
+/** SIGKILLs a server this process started, if it still runs, and waits for it to exit. */
+export async function killRedisServer (child: ChildProcess | undefined): Promise<void> {
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
+  const exited = once(child, 'exit')
+  child.kill('SIGKILL')
+  await exited
+}
+
 export async function startRedis (): Promise<RedisServer> {
   const port = await freePort()
   const clients: Redis[] = []
   let child: ChildProcess | undefined
 
   async function start (): Promise<void> {
-    const proc = spawn('redis-server', [
-      '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'
-    ], { stdio: 'ignore' })
-    child = proc
-    const failed = new Promise<never>((resolve, reject) => {
-      proc.once('error', (err: NodeJS.ErrnoException) => {
-        reject(err.code === 'ENOENT'
-          ? new Error('redis-server was not found on PATH. The tests need a real Redis 6 or newer: ' +
-            'install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS).')
-          : err)
-      })
-      proc.once('exit', (code) => reject(new Error(`redis-server exited with code ${code} before accepting connections`)))
-    })
-    await Promise.race([failed, waitForPing(port)])
-    failed.catch(() => {})
+    child = await spawnRedisServer(port, ['--save', '', '--appendonly', 'no', '--loglevel', 'warning'])
   }
 
   async function kill (): Promise<void> {
     const proc = child
     child = undefined
-    if (proc === undefined || proc.exitCode !== null) return
-    const exited = once(proc, 'exit')
-    proc.kill('SIGKILL')
-    await exited
+    await killRedisServer(proc)
   }
 
   await start()
@@ -76,20 +111,28 @@ export async function startRedis (): Promise<RedisServer> {
   }
 }
 
-async function waitForPing (port: number): Promise<void> {
-  const deadline = Date.now() + 10_000
-  while (Date.now() < deadline) {
-    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
+/**
+ * Resolves once the server on `port` answers PING and is the process `pid` (not another server that held
+ * the port first); gives up when `abandoned()` turns true.
+ */
+async function waitForPing (port: number, pid: number | undefined, abandoned: () => boolean): Promise<void> {
+  const deadline = Date.now() + PING_TIMEOUT_MS
+  let other = ''
+  while (Date.now() < deadline && !abandoned()) {
+    const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 1000, commandTimeout: 1000 })
     probe.on('error', () => {})
     try {
       await probe.connect()
       await probe.ping()
-      return
+      const server = await probe.info('server')
+      if (pid === undefined || server.includes(`process_id:${pid}\r\n`)) return
+      other = ` (it was answered by process ${/process_id:(\d+)/.exec(server)?.[1]}, not the spawned ${pid})`
+      await sleep(25)
     } catch {
       await sleep(25)
     } finally {
       probe.disconnect()
     }
   }
-  throw new Error(`redis-server on port ${port} did not answer PING within 10 s`)
+  throw new Error(`redis-server on port ${port} did not answer PING within ${PING_TIMEOUT_MS / 1000} s${other}`)
 }

@@ -1,11 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import { freePort } from './redis-server.js'
+import { freePort, killRedisServer, spawnRedisServer } from './redis-server.js'
 
 /** A master, its replica and three sentinels, all private redis-server processes on free ports. */
 export interface SentinelTopology {
@@ -31,31 +30,44 @@ export const DOWN_AFTER_MS = 1000
 export async function startSentinelTopology (): Promise<SentinelTopology> {
   const dir = mkdtempSync(join(tmpdir(), 'frb-sentinel-'))
   const processes = new Map<number, ChildProcess>()
-  const server = (port: number, args: string[]): void => {
-    const child = spawn('redis-server', args, { stdio: 'ignore' })
-    child.on('error', () => {})
-    processes.set(port, child)
+  // Resolves once the server answers PING; rejects at once when redis-server is missing or exits.
+  const server = async (port: number, args: string[], configFile?: string): Promise<void> => {
+    processes.set(port, await spawnRedisServer(port, args, configFile))
   }
   const master = await freePort()
   const replica = await freePort()
-  const base = (port: number): string[] => ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--dir', dir]
+  const base: string[] = ['--save', '', '--appendonly', 'no', '--loglevel', 'warning', '--dir', dir]
   const killed = new Set<number>()
-  server(master, base(master))
-  server(replica, [...base(replica), '--replicaof', '127.0.0.1', String(master)])
   const sentinels: number[] = []
-  for (let i = 0; i < 3; i++) {
-    const port = await freePort()
-    const file = join(dir, `sentinel-${port}.conf`)
-    // Sentinel rewrites its file as it learns the topology: one writable file each.
-    writeFileSync(file, [
-      `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'loglevel warning',
-      `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${master} 2`,
-      `sentinel down-after-milliseconds ${MASTER_NAME} ${DOWN_AFTER_MS}`,
-      `sentinel failover-timeout ${MASTER_NAME} 5000`,
-      `sentinel parallel-syncs ${MASTER_NAME} 1`
-    ].join('\n') + '\n')
-    server(port, [file, '--sentinel'])
-    sentinels.push(port)
+  const stopOne = async (port: number): Promise<void> => {
+    const child = processes.get(port)
+    processes.delete(port)
+    await killRedisServer(child)
+  }
+  const stop = async (): Promise<void> => {
+    for (const port of [...processes.keys()]) await stopOne(port)
+    rmSync(dir, { recursive: true, force: true })
+  }
+  try {
+    await server(master, base)
+    await server(replica, [...base, '--replicaof', '127.0.0.1', String(master)])
+    for (let i = 0; i < 3; i++) {
+      const port = await freePort()
+      const file = join(dir, `sentinel-${port}.conf`)
+      // Sentinel rewrites its file as it learns the topology: one writable file each.
+      writeFileSync(file, [
+        `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'loglevel warning',
+        `sentinel monitor ${MASTER_NAME} 127.0.0.1 ${master} 2`,
+        `sentinel down-after-milliseconds ${MASTER_NAME} ${DOWN_AFTER_MS}`,
+        `sentinel failover-timeout ${MASTER_NAME} 5000`,
+        `sentinel parallel-syncs ${MASTER_NAME} 1`
+      ].join('\n') + '\n')
+      await server(port, ['--sentinel'], file)
+      sentinels.push(port)
+    }
+  } catch (err) {
+    await stop()
+    throw err
   }
   const ask = async (port: number, ...command: string[]): Promise<unknown> => {
     const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
@@ -80,16 +92,11 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
       }
     }))
     if (known.every(Boolean)) break
-    if (Date.now() > deadline) throw new Error('the sentinels did not learn the topology within 30 s (redis-server --sentinel on PATH?)')
+    if (Date.now() > deadline) {
+      await stop()
+      throw new Error('the sentinels did not learn the topology within 30 s')
+    }
     await sleep(200)
-  }
-  const stopOne = async (port: number): Promise<void> => {
-    const child = processes.get(port)
-    processes.delete(port)
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return
-    const exited = once(child, 'exit')
-    child.kill('SIGKILL')
-    await exited
   }
   return {
     masterName: MASTER_NAME,
@@ -106,7 +113,7 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
       await stopOne(Number(port))
     },
     async restore () {
-      for (const port of killed) server(port, base(port))
+      for (const port of killed) await server(port, base)
       const ports = [...killed]
       killed.clear()
       // A server that comes back is told by the sentinels to follow the new master.
@@ -126,9 +133,6 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
       const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
       return Number(port)
     },
-    async stop () {
-      for (const port of [...processes.keys()]) await stopOne(port)
-      rmSync(dir, { recursive: true, force: true })
-    }
+    stop
   }
 }

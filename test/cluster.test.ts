@@ -1,0 +1,184 @@
+import t from 'tap'
+import calculateSlot from 'cluster-key-slot'
+import { Cluster } from 'ioredis'
+import { optionsFromEnv } from '../app.js'
+import { RedisKeys } from '../plugin/redis/keys.js'
+import { build } from './helpers/app.js'
+import { startRedisCluster } from './helpers/redis-cluster.js'
+
+// Redis Cluster (three masters, a replica each, real processes): channels go through sharded
+// Pub/Sub on the master that owns their slot, every name of a channel lives in that slot, and
+// two instances deliver each other's messages.
+
+const topology = await startRedisCluster()
+t.teardown(() => topology.stop())
+const redis = { cluster: topology.nodes }
+
+t.test('REDIS_CLUSTER_NODES becomes cluster seed nodes; one topology at a time', async (t) => {
+  t.same(optionsFromEnv({ REDIS_CLUSTER_NODES: '10.0.0.1:7000, [::1]:7001', REDIS_PASSWORD: 'p' }).redis, {
+    cluster: [{ host: '10.0.0.1', port: 7000 }, { host: '::1', port: 7001 }], redisOptions: { password: 'p' }
+  })
+  t.same(optionsFromEnv({ REDIS_CLUSTER_NODES: 'h:7000' }).redis, { cluster: [{ host: 'h', port: 7000 }] })
+  t.throws(() => optionsFromEnv({ REDIS_CLUSTER_NODES: 'h' }), /REDIS_CLUSTER_NODES takes host:port entries, got "h"/)
+  t.throws(() => optionsFromEnv({ REDIS_CLUSTER_NODES: 'h:1', REDIS_URL: 'redis://h' }), /not REDIS_URL and REDIS_CLUSTER_NODES/)
+})
+
+t.test('a prefix with a brace is refused on a cluster, where braces make the hash tag', async (t) => {
+  const { default: Fastify } = await import('fastify')
+  const { default: redisBroadcast } = await import('../plugin/index.js')
+  const app = Fastify()
+  const client = new Cluster(topology.nodes, { lazyConnect: true })
+  t.teardown(() => { client.disconnect() })
+  await t.rejects(async () => { await app.register(redisBroadcast, { redis: client, redisPrefix: 'a{b}:' }).ready() }, { code: 'FRB_INVALID_OPTION', message: /"redisPrefix" cannot hold \{ or \}/ })
+})
+
+t.test('two instances on the cluster: messages on channels of every master reach both, in order, with offsets; /health says cluster', async (t) => {
+  const [one, two] = await Promise.all([build(t, { redis }), build(t, { redis })])
+  t.match((await one.app.inject('/health')).json(), { status: 'ok', bus: 'redis', topology: 'cluster' })
+  const keys = new RedisKeys('frb:', true)
+  const masters = await topology.masters()
+  // Channels whose slots fall on each of the three masters.
+  const owner = (channel: string): number => masters.find((m) => m.slots.some(([from, to]) => keys.slot(channel) >= from && keys.slot(channel) <= to))?.port as number
+  const channels = Array.from({ length: 30 }, (_, i) => `room.${i}`)
+  t.equal(new Set(channels.map(owner)).size, 3, 'the channels are spread over the three masters')
+  const clients = await Promise.all([one, two].map(async (instance) => await instance.connect(`?channels=${channels.join(',')}`)))
+  for (const client of clients) await client.waitFor((f) => f.type === 'subscribed' && f.channel === 'room.29')
+
+  for (let i = 1; i <= 3; i++) {
+    for (const [n, channel] of channels.entries()) {
+      const response = await (n % 2 === 0 ? one : two).publish({ channel, data: i })
+      t.equal(response.status, 202)
+    }
+  }
+  const toAll = await one.publish({ data: 'everyone' })
+  t.equal(toAll.status, 202)
+  for (const client of clients) {
+    await client.waitFor((f) => f.type === 'message' && f.data === 'everyone')
+    await client.waitFor(() => client.received().filter((m) => m.channel !== undefined).length === 90)
+    for (const channel of channels) {
+      t.same(client.received().filter((m) => m.channel === channel).map((m) => [m.offset, m.data]), [[1, 1], [2, 2], [3, 3]], `${channel}: all three, in order`)
+    }
+  }
+  t.equal(one.app.broadcastStats().messagesOut + two.app.broadcastStats().messagesOut, 2 * 91, 'each instance delivered every message once')
+})
+
+t.test('every name of a channel lives in its slot, on the master that owns it, and a batch across slots is delivered per channel in order', async (t) => {
+  const { app, connect } = await build(t, { redis, presence: { channels: ['*'], anonymous: true } })
+  const keys = new RedisKeys('frb:', true)
+  const client = await connect('?channels=alpha,beta,gamma')
+  await client.waitFor((f) => f.type === 'subscribed' && f.channel === 'gamma')
+  const results = await app.broadcastMany([
+    { channel: 'alpha', data: 1 }, { channel: 'beta', data: 1 }, { channel: 'gamma', data: 1 },
+    { channel: 'alpha', data: 2, idempotencyKey: 'k-a2' }, { channel: 'beta', data: 2 }
+  ])
+  t.same(results.map((r) => r.offset), [1, 1, 1, 2, 2], 'offsets per channel')
+  await client.waitFor(() => client.received().length === 5)
+  for (const channel of ['alpha', 'beta']) {
+    t.same(client.received().filter((m) => m.channel === channel).map((m) => m.data), [1, 2], `${channel} in order`)
+  }
+  for (const channel of ['alpha', 'beta', 'gamma']) {
+    const port = await topology.masterOfSlot(keys.slot(channel))
+    const node = topology.client(port)
+    const names = [keys.history(channel).meta, keys.history(channel).stream, keys.presence(channel).members, keys.presence(channel).counts]
+    t.same(new Set(names.map((name) => calculateSlot(name))), new Set([keys.slot(channel)]), `${channel}: one slot for all its names`)
+    t.same(await Promise.all(names.map(async (name) => await node.exists(name))), [1, 1, 1, 1], `${channel}: history and presence are on its master (${port})`)
+  }
+  t.equal(calculateSlot(keys.idempotency('alpha', 'k-a2')), keys.slot('alpha'), 'idempotency keys too')
+  const again = await app.broadcast(2, { channel: 'alpha', idempotencyKey: 'k-a2' })
+  t.match(again, { offset: 2, duplicate: true }, 'a repeated idempotency key is a duplicate')
+
+  // History reads and resumes run on the channel's shard.
+  const history = await app.inject('/history/beta?since=0')
+  t.same(history.json().messages.map((m: { data: unknown }) => m.data), [1, 2])
+  const late = await connect()
+  late.send({ type: 'subscribe', channel: 'alpha', since: 1, epoch: results[0].epoch })
+  await late.waitFor((f) => f.type === 'subscribed' && f.channel === 'alpha' && f.recovered === true)
+  await late.waitFor((f) => f.type === 'message' && f.data === 2)
+})
+
+t.test('1,000 channels spread over the three masters: the busiest owns no more than 1.25x the average share', async (t) => {
+  const keys = new RedisKeys('frb:', true)
+  const masters = await topology.masters()
+  const counts = masters.map(() => 0)
+  for (let i = 0; i < 1000; i++) {
+    const slot = keys.slot(`channel-${i}`)
+    counts[masters.findIndex((m) => m.slots.some(([from, to]) => slot >= from && slot <= to))]++
+  }
+  t.equal(counts.reduce((a, b) => a + b, 0), 1000)
+  t.ok(Math.max(...counts) <= 1.25 * 1000 / 3, `channels per master: ${counts.join(', ')}`)
+})
+
+t.test('an instance receives from Redis only the channels its clients hold', async (t) => {
+  const [one, two] = await Promise.all([build(t, { redis }), build(t, { redis })])
+  const a = await one.connect('?channels=only-one')
+  const b = await two.connect('?channels=only-two')
+  await a.waitFor((f) => f.type === 'subscribed')
+  await b.waitFor((f) => f.type === 'subscribed')
+  const before = [one.app.broadcastStats().messagesIn, two.app.broadcastStats().messagesIn]
+  for (let i = 0; i < 20; i++) await one.app.broadcast(i, { channel: 'only-one' })
+  for (let i = 0; i < 5; i++) await one.app.broadcast(i, { channel: 'only-two' })
+  await a.waitFor(() => a.received().length === 20)
+  await b.waitFor(() => b.received().length === 5)
+  t.same([one.app.broadcastStats().messagesIn - before[0], two.app.broadcastStats().messagesIn - before[1]], [20, 5],
+    'each instance took in its own channels\' messages only')
+})
+
+t.test('a slot migrated to another master: its channel\'s subscription moves there on its own, and messages go on', async (t) => {
+  const [one, two] = await Promise.all([build(t, { redis }), build(t, { redis })])
+  // A third instance on a client of the user's that never refreshes its slot map by itself.
+  const stale = new Cluster(topology.nodes, { slotsRefreshInterval: 0 })
+  t.teardown(() => { stale.disconnect() })
+  const three = await build(t, { redis: stale })
+  const keys = new RedisKeys('frb:', true)
+  const channel = 'migrating'
+  const slot = keys.slot(channel)
+  let mate = 0
+  while (keys.slot(`mate${mate}`) !== slot) mate++
+  const client = await two.connect(`?channels=${channel}`)
+  await client.waitFor((f) => f.type === 'subscribed')
+  const first = await one.app.broadcast('before', { channel })
+  await client.waitFor((f) => f.type === 'message' && f.data === 'before')
+
+  const from = await topology.masterOfSlot(slot)
+  const to = (await topology.masters()).find((master) => master.port !== from)?.port as number
+  await migrateSlot(slot, from, to)
+  t.equal(await topology.masterOfSlot(slot), to, `slot ${slot} is on ${to} now`)
+
+  // The publisher learns of the move from a MOVED reply; the subscriber from Redis dropping the
+  // subscription (an unasked SUNSUBSCRIBE) or the next slot refresh.
+  let delivered = false
+  for (let i = 0; i < 40 && !delivered; i++) {
+    await one.app.broadcast(`after ${i}`, { channel })
+    delivered = await client.waitFor((f) => f.type === 'message' && f.data === `after ${i}`, { timeout: 250 }).then(() => true, () => false)
+  }
+  t.ok(delivered, 'a message published after the migration is delivered')
+  t.ok(two.logs.some((line) => /redis cluster slots moved/.test(line.msg)), 'the subscription moved to the new master')
+  // The history moved with the slot's keys; written now on another server, it starts a new epoch.
+  const page = (await one.app.inject(`/history/${channel}`)).json() as { epoch: string }
+  t.not(page.epoch, first.epoch, 'a new epoch on the new master: a resume from before the move is told recovered:false')
+
+  // The stale instance subscribes to another channel of the slot: the old master answers MOVED,
+  // and the subscription is placed again from a fresh map.
+  const late = await three.connect(`?channels=mate${mate}`)
+  await late.waitFor((f) => f.type === 'subscribed')
+  await one.app.broadcast('to the mate', { channel: `mate${mate}` })
+  await late.waitFor((f) => f.type === 'message' && f.data === 'to the mate')
+})
+
+/** Moves one slot and its keys from one master to another, as `redis-cli --cluster reshard` does. */
+async function migrateSlot (slot: number, from: number, to: number): Promise<void> {
+  const source = topology.client(from)
+  const target = topology.client(to)
+  const sourceId = await source.call('CLUSTER', 'MYID') as string
+  const targetId = await target.call('CLUSTER', 'MYID') as string
+  await target.call('CLUSTER', 'SETSLOT', slot, 'IMPORTING', sourceId)
+  await source.call('CLUSTER', 'SETSLOT', slot, 'MIGRATING', targetId)
+  for (;;) {
+    const names = await source.call('CLUSTER', 'GETKEYSINSLOT', slot, 100) as string[]
+    if (names.length === 0) break
+    await source.call('MIGRATE', '127.0.0.1', to, '', 0, 5000, 'KEYS', ...names)
+  }
+  for (const master of await topology.masters()) {
+    await topology.client(master.port).call('CLUSTER', 'SETSLOT', slot, 'NODE', targetId)
+  }
+}
