@@ -2,8 +2,11 @@ import t from 'tap'
 import calculateSlot from 'cluster-key-slot'
 import { Cluster } from 'ioredis'
 import { optionsFromEnv } from '../app.js'
+import { addressOf, topologyOf } from '../plugin/redis/client.js'
 import { RedisKeys } from '../plugin/redis/keys.js'
 import { build } from './helpers/app.js'
+import { TestClient } from './helpers/client.js'
+import { startService } from './helpers/service.js'
 import { startRedisCluster } from './helpers/redis-cluster.js'
 
 // Redis Cluster (three masters, a replica each, real processes): channels go through sharded
@@ -182,3 +185,42 @@ async function migrateSlot (slot: number, from: number, to: number): Promise<voi
     await topology.client(master.port).call('CLUSTER', 'SETSLOT', slot, 'NODE', targetId)
   }
 }
+
+t.test('the probe covers every shard connection, and /health reports each by address', async (t) => {
+  const { app, connect } = await build(t, { redis, probeInterval: 100 })
+  const channels = Array.from({ length: 30 }, (_, i) => `probed.${i}`)
+  const client = await connect(`?channels=${channels.join(',')}`)
+  await client.waitFor((f) => f.type === 'subscribed' && f.channel === 'probed.29')
+  const masters = (await topology.masters()).map((master) => master.port)
+  let probe = ''
+  for (let tries = 0; tries < 50 && !masters.every((port) => probe.includes(`127.0.0.1:${port}: ok in`)); tries++) {
+    probe = ((await app.inject('/health')).json() as { checks: { probe?: string } }).checks.probe ?? ''
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  for (const port of masters) t.match(probe, `127.0.0.1:${port}: ok in`, `the shard on ${port} was probed`)
+})
+
+t.test('the service started with REDIS_CLUSTER_NODES (npm start) publishes and delivers through the cluster', async (t) => {
+  const service = await startService(t, { REDIS_CLUSTER_NODES: topology.nodesEnv })
+  t.match(await (await fetch(`${service.url}/health`)).json(), { status: 'ok', bus: 'redis', topology: 'cluster' })
+  const client = await TestClient.connect(`${service.url.replace('http', 'ws')}/ws?channels=from-env`)
+  t.teardown(async () => { await client.close() })
+  await client.waitFor((f) => f.type === 'subscribed')
+  const response = await fetch(`${service.url}/publish`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ channel: 'from-env', data: 'hi' }) })
+  t.equal(response.status, 202)
+  t.match(await client.waitFor((f) => f.type === 'message'), { channel: 'from-env', offset: 1, data: 'hi' })
+})
+
+t.test('names off a cluster keep their plain form; a cluster client is named by its seed nodes', async (t) => {
+  const plain = new RedisKeys('frb:')
+  t.same([plain.pubsub(null), plain.pubsub('a'), plain.idempotency(null, 'k'), plain.idempotency('a', 'k'), plain.history('a').meta, plain.presence('a').members],
+    ['frb:all', 'frb:c:a', 'frb:i:|k', 'frb:i:a|k', 'frb:h:meta:a', 'frb:p:a'])
+  const sharded = new RedisKeys('frb:', true)
+  t.same([sharded.pubsub(null), sharded.pubsub('a'), sharded.idempotency(null, 'k'), sharded.idempotency('a', 'k'), sharded.history('a').meta, sharded.presence('a').members],
+    ['frb:all:{*}', 'frb:c:{a}', 'frb:i:{*}|k', 'frb:i:{a}|k', 'frb:h:meta:{a}', 'frb:p:{a}'])
+  t.same([sharded.channelOf('frb:c:{a.b}'), sharded.channelOf('frb:all:{*}'), plain.channelOf('frb:c:a.b')], ['a.b', null, 'a.b'])
+  const client = new Cluster([{ host: '127.0.0.1', port: 7000 }, '10.0.0.1:7001', 7002], { lazyConnect: true })
+  t.equal(addressOf(client), 'the cluster of 127.0.0.1:7000,10.0.0.1:7001,7002')
+  t.equal(topologyOf(client), 'cluster')
+  client.disconnect()
+})

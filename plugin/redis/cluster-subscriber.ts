@@ -70,12 +70,11 @@ export class ClusterSubscriber implements Subscriber {
     const shards = [...this.shards].map(([node, shard]) => ({ node, ...shard.health() }))
     const down = shards.filter((shard) => shard.down !== undefined)
     const notReady = shards.filter((shard) => shard.status !== 'ready')
+    const probed = shards.filter((shard) => shard.probe !== undefined)
     return {
       down: down.length === 0 ? undefined : down.map((shard) => `${shard.down as string} (shard ${shard.node})`).join('; '),
       status: notReady.length === 0 ? 'ready' : notReady.map((shard) => `${shard.status} (shard ${shard.node})`).join(', '),
-      probe: shards.some((shard) => shard.probe !== undefined)
-        ? shards.map((shard) => `${shard.node}: ${shard.probe ?? 'not yet'}`).join(', ')
-        : undefined
+      probe: probed.length === 0 ? undefined : probed.map((shard) => `${shard.node}: ${shard.probe as string}`).join(', ')
     }
   }
 
@@ -96,6 +95,9 @@ export class ClusterSubscriber implements Subscriber {
   /** The master that owns the name's slot, by the cluster client's map. */
   private ownerOf (name: string): string {
     const node = this.cluster.slots[this.options.keys.slotOfName(name)]?.[0]
+    // With a slot no master serves, the cluster refuses everything (cluster-require-full-coverage):
+    // a state this suite does not build.
+    /* c8 ignore next */
     if (node === undefined) throw new BusUnavailableError(`no Redis Cluster master serves the slot of ${name}`)
     return node
   }
@@ -123,6 +125,13 @@ export class ClusterSubscriber implements Subscriber {
     if (!this.closing) this.cluster.refreshSlotsCache()
   }
 
+  /* c8 ignore next 5: see rebalance */
+  private moveFailed (name: string, node: string, err: unknown): void {
+    this.options.log.error({ err, channel: name }, 'moving a subscription to its new cluster master failed: it is tried again at the next slot refresh')
+    // Back where it was: the next slot refresh moves it again.
+    this.placed.set(name, node)
+  }
+
   /** The slot map was read again: every channel goes to the master that owns it now. */
   private readonly rebalance = (): void => {
     if (this.closing) return
@@ -133,10 +142,9 @@ export class ClusterSubscriber implements Subscriber {
       this.placed.set(name, owner)
       // The old connection forgets it, so it never subscribes to it again; it may be dead, so not awaited.
       this.shards.get(node)?.unsubscribe(name).catch(() => {})
-      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => {
-        this.options.log.error({ err, channel: name }, 'moving a subscription to its new cluster master failed: it is tried again at the next slot refresh')
-        this.placed.set(name, node)
-      }))
+      // A new master that does not confirm within redisTimeout: a real cluster cannot be made to do that on cue.
+      /* c8 ignore next */
+      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => { this.moveFailed(name, node, err) }))
     }
     for (const [node, shard] of this.shards) {
       if (shard.channels.size > 0) continue
