@@ -5,7 +5,7 @@ import { isMoved, SUBSCRIBER_SETTINGS, waitForReady } from './client.js'
 import { RedisSubscriber, type Subscriber, type SubscriberHealth, type SubscriberOptions } from './subscriber.js'
 
 /** How often slots are asked for again while a shard connection is down: a failover is noticed this soon. */
-const REFRESH_WHILE_DOWN_MS = 500
+const REFRESH_WHILE_DOWN_MS = 200
 
 /**
  * Receiving on a Redis Cluster with sharded Pub/Sub: each channel is SSUBSCRIBEd on the master that
