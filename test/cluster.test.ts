@@ -224,3 +224,17 @@ t.test('names off a cluster keep their plain form; a cluster client is named by 
   t.equal(topologyOf(client), 'cluster')
   client.disconnect()
 })
+
+t.test('the publish script is told which master it meant, and does not read INFO on every call', async (t) => {
+  const { app } = await build(t, { redis })
+  const masters = (await topology.masters()).map((master) => topology.client(master.port))
+  // The first publish to each master shows its IDs have been read.
+  for (let i = 0; i < 30; i++) await app.broadcast('warm', { channel: `told.${i}` })
+  await Promise.all(masters.map(async (master) => await master.config('RESETSTAT')))
+  for (let i = 0; i < 30; i++) await app.broadcast(i, { channel: `told.${i}` })
+  const stats = await Promise.all(masters.map(async (master) => await master.info('commandstats')))
+  const calls = (name: string): number => stats.reduce((sum, text) => sum + Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(text)?.[1] ?? 0), 0)
+  t.equal(calls('evalsha'), 30, 'one script call a publish')
+  t.equal(calls('cluster\\|myid'), 30, 'each checked the node it ran on')
+  t.equal(calls('info'), 0, 'none read INFO')
+})

@@ -6,6 +6,7 @@ import type { BroadcastStats } from '../stats.js'
 import { withTimeout } from '../timeout.js'
 import { addressOf, connectionErrorLogger, isCluster, quit, redisCommand, SUBSCRIBER_SETTINGS, toBusError, topologyOf, waitForReady, type RedisClient } from './client.js'
 import { ClusterSubscriber } from './cluster-subscriber.js'
+import { ShardServers } from './shard-servers.js'
 import { readHistory } from './history.js'
 import { RedisKeys } from './keys.js'
 import { publishMessages, type PublishContext, type PublishOutcome } from './publish.js'
@@ -61,6 +62,8 @@ export class RedisBus implements Bus {
    * the publish script whether a history was written on this server or taken over in a failover.
    */
   private server: Promise<string> | undefined
+  /** On a cluster, each master's node and replication IDs, which the publish script checks. */
+  private readonly shardServers: ShardServers | undefined
   /** Single messages of this turn that go to Redis together, in one script call, when it ends. */
   private gathered: Array<{ message: BusMessage, settle: (outcome: PublishOutcome) => void }> = []
 
@@ -79,6 +82,7 @@ export class RedisBus implements Bus {
       throw new InvalidOptionError('redisPrefix', `cannot hold { or } on a Redis Cluster, where each channel's names carry its {hash tag} (got ${JSON.stringify(options.prefix)})`)
     }
     this.keys = new RedisKeys(options.prefix, this.topology === 'cluster')
+    this.shardServers = isCluster(this.publisher) ? new ShardServers(this.publisher) : undefined
     // Every client's errors are logged, publisher and subscriber sharing one line a second: a
     // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
     this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)
@@ -151,7 +155,15 @@ export class RedisBus implements Bus {
     /* c8 ignore next */
     if (this.server === undefined) this.readServer()
     const server = await (this.server as unknown as Promise<string>)
-    return { client: this.publisher, keys: this.keys, instance: this.instance, idempotencyWindow: this.options.idempotencyWindow, server }
+    const { shardServers } = this
+    return {
+      client: this.publisher,
+      keys: this.keys,
+      instance: this.instance,
+      idempotencyWindow: this.options.idempotencyWindow,
+      server,
+      shardServer: shardServers === undefined ? undefined : (slot) => shardServers.of(slot)
+    }
   }
 
   private readonly readServer = (): void => {
@@ -235,6 +247,7 @@ export class RedisBus implements Bus {
   async close (): Promise<void> {
     if (this.closing) return
     this.closing = true
+    this.shardServers?.close()
     const subscriber = this.subscriber
     this.subscriber = undefined
     const timeout = this.options.commandTimeout

@@ -10,8 +10,9 @@ import { runScript, script } from './script.js'
 /**
  * Publishes messages in order. ARGV[1] is this instance's epoch suffix, ARGV[2] the mode, ARGV[3]
  * the Redis server's replication ID (a history written under another may have lost its last
- * entries in a failover, as replication is asynchronous: it starts a new epoch; '?' asks the
- * script to read it, as on a cluster, where each shard has its own), ARGV[4] the command that
+ * entries in a failover, as replication is asynchronous: it starts a new epoch; on a cluster,
+ * where each shard has its own, '@<node id> <replication id>' of the master meant, or '?' to
+ * have the script read it: plugin/redis/shard-servers.ts), ARGV[4] the command that
  * publishes (PUBLISH, or SPUBLISH on a cluster), then 9 fields a message: pubsub channel, meta hash, stream, history size (0: none), ttl ms,
  * idempotency key ('' for none), its window ms, and the frame split in two where the position goes.
  * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
@@ -27,6 +28,12 @@ local out, outgoing, keys = {}, {}, {}
 -- channel's messages costs an XADD and a PUBLISH each.
 local histories, touched, lost = {}, {}, {}
 local each, server, publish = ARGV[2] == 'each', ARGV[3], ARGV[4]
+-- On a cluster: '@<node id> <replication id>' of the master the client meant; trusted only if
+-- this is that node (the call may have been redirected), else, or for '?', read here.
+if string.byte(server, 1) == 64 then
+  local id, replid = string.match(server, '^@(%S+) (%S+)$')
+  server = redis.call('CLUSTER', 'MYID') == id and replid or '?'
+end
 if server == '?' then
   local info = redis.pcall('INFO', 'replication')
   server = type(info) == 'string' and string.match(info, 'master_replid:(%w+)') or ''
@@ -146,8 +153,10 @@ export interface PublishContext {
   instance: string
   /** How long an idempotency key is remembered, in milliseconds. */
   idempotencyWindow: number
-  /** The replication ID of the Redis server the client is connected to (INFO replication's master_replid); '?' on a cluster. */
+  /** The replication ID of the Redis server the client is connected to (INFO replication's master_replid). */
   server: string
+  /** On a cluster: what the script is told of the master that owns a slot (plugin/redis/shard-servers.ts). */
+  shardServer?: (slot: number) => string
 }
 
 /** What became of one message: its position and whether it was a duplicate, or the error Redis answered for it alone. */
@@ -188,9 +197,10 @@ export async function publishMessages (context: PublishContext, messages: readon
 }
 
 /** One script call: messages whose names all share one slot (any messages, off a cluster). */
-async function runPublish ({ client, keys, instance, idempotencyWindow, server }: PublishContext,
+async function runPublish ({ client, keys, instance, idempotencyWindow, server, shardServer }: PublishContext,
   messages: readonly BusMessage[], each: boolean): Promise<PublishOutcome[]> {
-  const args = [instance, each ? 'each' : 'batch', server, keys.sharded ? 'SPUBLISH' : 'PUBLISH',
+  const serverOfCall = shardServer === undefined ? server : shardServer(keys.slot(messages[0].channel))
+  const args = [instance, each ? 'each' : 'batch', serverOfCall, keys.sharded ? 'SPUBLISH' : 'PUBLISH',
     ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
   const results = await runScript(client, PUBLISH, args[4] as string, args) as Array<Buffer | number>
   return messages.map((message, index) => {
