@@ -1,4 +1,5 @@
 // What the benchmark's processes say to each other, and the payload every server under test carries.
+import { request, type Agent } from 'node:http'
 
 /** The one channel every load client subscribes to. */
 export const CHANNEL = 'bench'
@@ -24,9 +25,9 @@ export interface BenchData {
 /** Bytes of `{"seq":N,"sentAt":N,"pad":""}` with a 6-digit seq and a 12-digit sentAt. */
 const DATA_OVERHEAD = JSON.stringify({ seq: 100000, sentAt: 100000000000, pad: '' }).length
 
-/** Padding that makes the JSON of a message's `data` about `size` bytes. */
-export function paddingFor (size: number): string {
-  return 'x'.repeat(Math.max(0, size - DATA_OVERHEAD))
+/** Padding that makes the JSON of a message's `data` about `size` bytes (`overhead`: the bytes of its other fields). */
+export function paddingFor (size: number, overhead = DATA_OVERHEAD): string {
+  return 'x'.repeat(Math.max(0, size - overhead))
 }
 
 /** The tag key of a filtered scenario: message `seq` is tagged `s<seq % groups>`. */
@@ -167,4 +168,49 @@ export type FromPublisher =
 /** Narrows an IPC message to an object with a string `type`; the sender is our own code. */
 export function isMessage<T extends { type: string }> (value: unknown): value is T {
   return typeof value === 'object' && value !== null && typeof (value as { type?: unknown }).type === 'string'
+}
+
+/**
+ * A load-generator process's side of the IPC: says it is ready, answers each `run` with `done`
+ * (or `fatal`), and exits when told to or when the benchmark goes away.
+ */
+export function serveWorker<Config, Stats> (run: (config: Config) => Promise<Stats>): void {
+  const send = (message: { type: string }): void => { process.send?.(message) }
+  process.on('message', (message: unknown) => {
+    if (!isMessage<{ type: 'run', config: Config } | { type: 'exit' }>(message)) return
+    if (message.type === 'run') {
+      run(message.config).then((stats) => { send({ type: 'done', stats } as { type: string }) }, (err: unknown) => {
+        send({ type: 'fatal', message: (err as Error).stack ?? String(err) } as { type: string })
+      })
+    } else {
+      process.exit(0)
+    }
+  })
+  process.on('disconnect', () => process.exit(0))
+  send({ type: 'ready' })
+}
+
+/**
+ * POSTs a JSON body on a keep-alive agent; resolves with the status code as text, or the error's
+ * code (a refused connection, a timeout), never rejecting: a publisher counts every outcome.
+ */
+export async function postJson (agent: Agent, target: URL, body: string, timeoutMs?: number): Promise<string> {
+  return await new Promise<string>((resolve) => {
+    const outgoing = request({
+      agent,
+      hostname: target.hostname,
+      port: target.port,
+      path: target.pathname,
+      method: 'POST',
+      timeout: timeoutMs,
+      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+    }, (response) => {
+      response.resume()
+      response.on('end', () => resolve(String(response.statusCode)))
+      response.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+    })
+    outgoing.on('timeout', () => outgoing.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })))
+    outgoing.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
+    outgoing.end(body)
+  })
 }

@@ -2,11 +2,11 @@
 // `POST /publish` on keep-alive connections, in lanes: a lane sends its next message only after the
 // previous one was accepted (202), so each lane's messages reach Redis in order, and the clients
 // can check that order. Reports over IPC.
-import { Agent, request } from 'node:http'
+import { Agent } from 'node:http'
 import autocannon from 'autocannon'
 import { Histogram } from './histogram.js'
 import {
-  isMessage, nowUs, paddingFor, publishBody, type FromPublisher, type PublisherConfig, type PublisherStats, type ToPublisher
+  nowUs, paddingFor, postJson, publishBody, serveWorker, type FromPublisher, type PublisherConfig, type PublisherStats
 } from './protocol.js'
 import { sleep } from './processes.js'
 
@@ -92,21 +92,7 @@ async function run (config: PublisherConfig): Promise<PublisherStats> {
     if (firstSendUs === 0) firstSendUs = at
     lastSendUs = at
     sent++
-    const status = await new Promise<string>((resolve) => {
-      const outgoing = request({
-        agent,
-        hostname: target.hostname,
-        port: target.port,
-        path: target.pathname,
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
-      }, (response) => {
-        response.resume()
-        response.on('end', () => resolve(String(response.statusCode)))
-      })
-      outgoing.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message))
-      outgoing.end(body)
-    })
+    const status = await postJson(agent, target, body)
     const done = nowUs()
     if (status === '202') {
       accepted += config.batch
@@ -142,15 +128,4 @@ async function run (config: PublisherConfig): Promise<PublisherStats> {
   }
 }
 
-process.on('message', (message: unknown) => {
-  if (!isMessage<ToPublisher>(message)) return
-  if (message.type === 'run') {
-    run(message.config).then((stats) => send({ type: 'done', stats }), (err: unknown) => {
-      send({ type: 'fatal', message: (err as Error).stack ?? String(err) })
-    })
-  } else {
-    process.exit(0)
-  }
-})
-process.on('disconnect', () => process.exit(0))
-send({ type: 'ready' })
+serveWorker(run)
