@@ -405,6 +405,8 @@ export class Hub<Member extends HubMember = HubMember> {
     })
     await Promise.race([Promise.all(closed), late])
     clearTimeout(timer)
+    // A terminated socket still emits 'close' a moment later: app.close() ends with every session gone.
+    await Promise.all(closed)
   }
 
   /** Adds `member` to the channel's listeners; true when it was not on the channel yet. */

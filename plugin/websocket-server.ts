@@ -18,6 +18,9 @@ export async function registerWebsocketServer (fastify: FastifyInstance, options
     closeTimeout: options.closeTimeout,
     // ws checks maxPayload against the inflated size, so compression cannot smuggle big frames.
     perMessageDeflate: options.compression,
+    // The hub keeps every session (fastify.broadcastConnections); ws's own set would cost each idle
+    // socket about 190 bytes more, for a websocketServer.clients nothing here reads.
+    clientTracking: false,
     // Browsers send their token as `['bearer', token]` and require one protocol echoed back.
     handleProtocols: (protocols: Set<string>) => protocols.has(BEARER_PROTOCOL) ? BEARER_PROTOCOL : false
   }

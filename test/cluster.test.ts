@@ -4,9 +4,11 @@ import { Cluster } from 'ioredis'
 import { optionsFromEnv } from '../app.js'
 import { addressOf, topologyOf } from '../plugin/redis/client.js'
 import { RedisKeys } from '../plugin/redis/keys.js'
+import { ShardServers } from '../plugin/redis/shard-servers.js'
 import { build } from './helpers/app.js'
 import { TestClient } from './helpers/client.js'
 import { startService } from './helpers/service.js'
+import { waitUntil } from './helpers/wait.js'
 import { startRedisCluster } from './helpers/redis-cluster.js'
 
 // Redis Cluster (three masters, a replica each, real processes): channels go through sharded
@@ -237,4 +239,43 @@ t.test('the publish script is told which master it meant, and does not read INFO
   t.equal(calls('evalsha'), 30, 'one script call a publish')
   t.equal(calls('cluster\\|myid'), 30, 'each checked the node it ran on')
   t.equal(calls('info'), 0, 'none read INFO')
+})
+
+t.test('a master whose IDs are not known yet: the script is asked to read them itself', async (t) => {
+  const client = new Cluster(topology.nodes, { lazyConnect: true })
+  t.teardown(() => { client.disconnect() })
+  const servers = new ShardServers(client)
+  t.equal(servers.of(0), '?', 'no slot map yet')
+  await client.connect()
+  // A cluster client connects to a node when it first has a command for it.
+  await Promise.all(client.nodes('master').map(async (node) => await node.ping()))
+  await waitUntil(() => /^@\w+ \w+$/.test(servers.of(0)), 5000)
+  const known = servers.of(0)
+  t.match(known, /^@\w{40} \w{40}$/, 'read once connected: node ID and replication ID')
+  servers.close()
+  t.equal(servers.of(0), '?', 'forgotten once closed')
+  // Made for a client already connected (a client of the user's), it reads them at once.
+  const later = new ShardServers(client)
+  await waitUntil(() => /^@\w+ \w+$/.test(later.of(0)), 5000)
+  t.equal(later.of(0), known)
+  later.close()
+})
+
+t.test('a shard\'s subscriber connection cut by the server: it reconnects, subscribes again, and reads back what it missed', async (t) => {
+  const { app, connect, logs } = await build(t, { redis })
+  const keys = new RedisKeys('frb:', true)
+  const client = await connect('?channels=cut')
+  await client.waitFor((f) => f.type === 'subscribed')
+  await app.broadcast('before', { channel: 'cut' })
+  await client.waitFor((f) => f.type === 'message' && f.data === 'before')
+  const master = topology.client(await topology.masterOfSlot(keys.slot('cut')))
+  await master.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+  // Published while the connection is away: read back from the history once it is back.
+  await app.broadcast('while away', { channel: 'cut' }).catch(() => {})
+  await client.waitFor((f) => f.type === 'message' && f.data === 'while away', { timeout: 10_000 })
+  await app.broadcast('after', { channel: 'cut' })
+  await client.waitFor((f) => f.type === 'message' && f.data === 'after')
+  t.same(client.received().map((m) => [m.offset, m.data]), [[1, 'before'], [2, 'while away'], [3, 'after']], 'every message once, in order')
+  t.ok(logs.some((line) => /redis subscriber reconnected/.test(line.msg)), 'the shard connection reconnected')
+  t.ok(app.broadcastStats().subscriberReconnects >= 1)
 })

@@ -3,7 +3,9 @@ import type { Socket } from 'node:net'
 import Fastify from 'fastify'
 import websocket from '@fastify/websocket'
 import { WebSocket } from 'ws'
+import redisBroadcast from '../plugin/index.js'
 import { build } from './helpers/app.js'
+import { TestClient } from './helpers/client.js'
 import { sessionsOf } from './helpers/sessions.js'
 import { waitUntil } from './helpers/wait.js'
 
@@ -42,8 +44,10 @@ t.test('a session\'s socket keeps neither the upgrade response nor @fastify/webs
   const [session] = sessionsOf(app)
   const tcp = session.tcp as Socket & { _httpMessage?: unknown }
   t.equal(tcp._httpMessage, null, 'the response was detached from the socket')
-  // The session's own two listeners, and not @fastify/websocket's (an anonymous closure over the request).
-  t.same(session.socket.listeners('error').map((listener) => listener.name), ['onUpgradeError', 'onError'])
+  // The session's own listener (it does what @fastify/websocket's did, then ends the session), not
+  // @fastify/websocket's (an anonymous closure over the request).
+  t.same(session.socket.listeners('error').map((listener) => listener.name), ['onUpgradeError'])
+  t.equal(tcp.listeners('close').length, 1, 'the socket keeps no listener of the pending-request watch once its request came')
 })
 
 t.test('ws writes its own frames to the TCP socket at once, so prebuilt frames written beside them keep their order', async (t) => {
@@ -68,6 +72,21 @@ t.test('with permessage-deflate, frames go through ws: no TCP writer', async (t)
   const [session] = sessionsOf(app)
   t.match(session.socket.extensions, /permessage-deflate/)
   t.equal(session.tcp, undefined)
+})
+
+t.test('with an app\'s own @fastify/websocket, a socket error still ends the session (its errorHandler logs it)', async (t) => {
+  const app = Fastify({ logger: false })
+  await app.register(websocket)
+  await app.register(redisBroadcast)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(async () => { await app.close() })
+  const { port } = app.server.address() as { port: number }
+  const client = await TestClient.connect(`ws://127.0.0.1:${port}/ws?channels=news`)
+  await client.waitFor((f) => f.type === 'subscribed')
+  const raw = (client.socket as unknown as { _socket: Socket })._socket
+  raw.write(Buffer.from([0xf1, 0x80, 0, 0, 0, 0]))
+  t.equal((await client.closed).code, 1002)
+  t.ok(await waitUntil(() => app.broadcastConnections.size === 0, 2000), 'the session is gone')
 })
 
 t.test('a socket error on a session is logged once and the session leaves the hub', async (t) => {

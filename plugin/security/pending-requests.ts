@@ -29,6 +29,12 @@ export function watchPendingRequests (server: Server, { timeout, admits }: Pendi
     clearTimeout(timers.get(socket))
     timers.delete(socket)
     staleSockets.delete(socket)
+    socket.removeListener('close', onPendingClose)
+  }
+  // One function for every socket, removed once its request came: a WebSocket lives for hours, and
+  // a closure (with once()'s wrapper and the grown listener array) cost it about 450 bytes.
+  function onPendingClose (this: Socket): void {
+    settle(this)
   }
   function onConnection (socket: Socket): void {
     if (!admits(staleSockets.size)) {
@@ -39,7 +45,7 @@ export function watchPendingRequests (server: Server, { timeout, admits }: Pendi
       staleSockets.add(socket)
       timers.set(socket, setTimeout(() => { socket.destroy() }, Math.max(timeout - GRACE, 0)))
     }, Math.min(GRACE, timeout)))
-    socket.once('close', () => { settle(socket) })
+    socket.on('close', onPendingClose)
   }
   function onRequest (request: { socket: Socket }): void {
     if (timers.has(request.socket)) settle(request.socket)

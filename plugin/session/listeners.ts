@@ -22,9 +22,9 @@ export interface ListenOptions {
 export function listen (session: Session, { tcp, heartbeat, replaceErrorListener }: ListenOptions): void {
   const { socket } = session
   sessions.set(socket, session)
-  if (replaceErrorListener) replaceUpgradeErrorListener(socket, onUpgradeError)
+  // One error listener either way: each listener array costs an idle socket bytes.
+  if (!replaceErrorListener || !replaceUpgradeErrorListener(socket, onUpgradeError)) socket.on('error', onError)
   socket.on('close', onClose)
-  socket.on('error', onError)
   if (heartbeat) socket.on('pong', onPong)
   if (tcp !== undefined) {
     sessions.set(tcp, session)
@@ -41,9 +41,11 @@ function onError (this: WebSocket): void {
   (sessions.get(this) as Session).ended()
 }
 
-/** In place of @fastify/websocket's listener that replaceUpgradeErrorListener removed: what it did. */
+/** In place of @fastify/websocket's listener that replaceUpgradeErrorListener removed: what it did, then onError's part. */
 function onUpgradeError (this: WebSocket, err: Error): void {
-  handleSocketError(err, this, (sessions.get(this) as Session).log())
+  const session = sessions.get(this) as Session
+  handleSocketError(err, this, session.log())
+  session.ended()
 }
 
 function onPong (this: WebSocket): void {

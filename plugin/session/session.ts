@@ -182,12 +182,12 @@ export class Session extends SocketWriter implements HubMember {
 
   /** The back end put this connection on `channel` (POST /subscriptions): no grant is needed. */
   subscribeFromServer (channel: string): void {
-    this.frames = this.frames.then(async () => await this.subscribe(channel, undefined, undefined, true))
+    this.queue(async () => await this.subscribe(channel, undefined, undefined, true))
   }
 
   /** The back end took this connection off `channel` (DELETE /subscriptions). */
   unsubscribeFromServer (channel: string): void {
-    this.frames = this.frames.then(() => {
+    this.queue(() => {
       this.context.hub.leave(this, channel)
       this.setFilter(channel, undefined)
       this.send(unsubscribedFrame(channel))
@@ -201,7 +201,18 @@ export class Session extends SocketWriter implements HubMember {
 
   /** Subscribes to the channels the upgrade asked for, in order, before any frame is handled. */
   subscribeAtConnect (channels: Iterable<string>): void {
-    for (const channel of channels) this.frames = this.frames.then(async () => await this.subscribe(channel))
+    for (const channel of channels) this.queue(async () => await this.subscribe(channel))
+  }
+
+  /**
+   * Runs `step` after the steps queued before it. Once the queue is idle it is the shared settled
+   * promise again, so an idle session keeps no promise of its own. (Each step catches its own
+   * errors: receive's below, subscribe's inside.)
+   */
+  private queue (step: () => unknown): void {
+    const next = this.frames.then(step) as Promise<void>
+    this.frames = next
+    next.then(() => { if (this.frames === next) this.frames = SETTLED }, () => {})
   }
 
   /** A chunk of raw bytes from the client: ws keeps every fragment of a message until the last one,
@@ -220,7 +231,11 @@ export class Session extends SocketWriter implements HubMember {
       return
     }
     const frame = parseClientFrame(raw, isBinary)
-    this.frames = this.frames.then(async () => {
+    this.queue(async () => { await this.handle(frame) })
+  }
+
+  private async handle (frame: ReturnType<typeof parseClientFrame>): Promise<void> {
+    try {
       if (isWireError(frame)) {
         this.send(errorFrame(frame))
       } else if (frame.type === 'ping') {
@@ -234,11 +249,12 @@ export class Session extends SocketWriter implements HubMember {
       } else {
         await this.refresh(frame.token)
       }
-    }).catch(
-      /* c8 ignore next 3 -- every step catches its own errors; this keeps one unforeseen fault
-         from leaving the queue rejected (and the process with an unhandled rejection) */
-      (err: unknown) => { this.log().error({ err }, 'handling a client frame failed') }
-    )
+    // Every step catches its own errors; this keeps one unforeseen fault from leaving the queue rejected.
+    /* c8 ignore start */
+    } catch (err) {
+      this.log().error({ err }, 'handling a client frame failed')
+    }
+    /* c8 ignore stop */
   }
 
   /** A pong or any frame from the client proves it is there. */
