@@ -54,6 +54,8 @@ interface DeferredJoin {
  * few microseconds: a slice is some thousands of sockets, enough to keep a burst's writes few.
  */
 const FLUSH_SLICE_MS = 5
+/** How long closeAll waits, after terminating the sockets that did not answer the close, for their close events. */
+const TERMINATE_GRACE_MS = 1000
 
 /** How often a subscribe waiting for the bus tries again when no reconnect says the bus is back. */
 const DEFERRED_RETRY = 1000
@@ -405,8 +407,11 @@ export class Hub<Member extends HubMember = HubMember> {
     })
     await Promise.race([Promise.all(closed), late])
     clearTimeout(timer)
-    // A terminated socket still emits 'close' a moment later: app.close() ends with every session gone.
-    await Promise.all(closed)
+    // A terminated socket still emits 'close' a moment later: app.close() ends with every session
+    // gone, waiting a little for it, never for ever.
+    let grace: NodeJS.Timeout | undefined
+    await Promise.race([Promise.all(closed), new Promise<void>((resolve) => { grace = setTimeout(resolve, TERMINATE_GRACE_MS) })])
+    clearTimeout(grace)
   }
 
   /** Adds `member` to the channel's listeners; true when it was not on the channel yet. */

@@ -65,24 +65,27 @@ export function reconnectWhenReadonly (err: Error): 1 | false {
 }
 
 /**
- * A cluster publisher: no offline queue while the cluster is unreachable, quick retries through a
- * failover, and a slot map refreshed every second so publishes and subscriptions find a promoted
- * replica without waiting for a MOVED.
+ * A cluster publisher: no offline queue while the cluster is unreachable, and a slot map refreshed
+ * every second so publishes and subscriptions find a promoted replica without waiting for a MOVED.
+ * A command is never kept for later: ioredis would otherwise hold one through CLUSTERDOWN or a
+ * lost connection (up to 16 tries 100 ms apart) and send it after its caller was answered 503.
+ * A migrating slot's TRYAGAIN is retried within 300 ms, well inside publishTimeout (1 s).
  */
 const CLUSTER_PUBLISHER_SETTINGS: ClusterOptions = {
   enableOfflineQueue: false,
   enableAutoPipelining: true,
   slotsRefreshInterval: 1000,
   clusterRetryStrategy: reconnectDelay,
-  retryDelayOnFailover: 100,
-  retryDelayOnClusterDown: 100
+  retryDelayOnFailover: 0,
+  retryDelayOnClusterDown: 0,
+  retryDelayOnTryAgain: 50,
+  maxRedirections: 6
 }
 
-/** Each cluster node's connection, within the cluster publisher. */
+/** Each cluster node's connection, within the cluster publisher (which replaces a lost one at its next slot refresh). */
 const CLUSTER_NODE_SETTINGS: RedisOptions = {
   maxRetriesPerRequest: 1,
   autoResendUnfulfilledCommands: false,
-  retryStrategy: reconnectDelay,
   connectionName: 'fastify-redis-broadcast:publisher'
 }
 

@@ -53,7 +53,7 @@ const READ = script(READ_SCRIPT)
 export async function readHistory (client: RedisClient, keys: RedisKeys, channel: string,
   { since, limit, reverse = false, epoch = '', maxBytes = 0, whole = false }: HistoryQuery): Promise<HistoryPage | undefined> {
   const { meta, stream } = keys.history(channel)
-  const reply = await runScript(client, READ, meta, [meta, stream, since ?? '', limit, reverse ? '1' : '0', epoch, maxBytes, whole ? '1' : '0'])
+  const reply = await runScript(client, READ, [meta, stream], [meta, stream, since ?? '', limit, reverse ? '1' : '0', epoch, maxBytes, whole ? '1' : '0'])
   const [storedEpoch, offset, entries, cut] = reply as [Buffer | undefined, number, Array<[Buffer, Buffer[]]>, number]
   if (storedEpoch === undefined) return undefined
   return {

@@ -80,7 +80,7 @@ export class RedisPresenceStore implements PresenceStore {
     const { client, keys, instance, ttl, commandTimeout } = this.options
     const now = Date.now()
     const { members, counts } = keys.presence(channel)
-    const reply = runScript(client, PRESENCE, members, [
+    const reply = runScript(client, PRESENCE, [members, counts], [
       members, counts, keys.pubsub(channel), keys.sharded ? 'SPUBLISH' : 'PUBLISH',
       now, now + ttl, 2 * ttl, events ? '1' : '0', JSON.stringify(channel), instance, withMembers ? '1' : '0', ...changes
     ])

@@ -202,7 +202,7 @@ async function runPublish ({ client, keys, instance, idempotencyWindow, server, 
   const serverOfCall = shardServer === undefined ? server : shardServer(keys.slot(messages[0].channel))
   const args = [instance, each ? 'each' : 'batch', serverOfCall, keys.sharded ? 'SPUBLISH' : 'PUBLISH',
     ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
-  const results = await runScript(client, PUBLISH, args[4] as string, args) as Array<Buffer | number>
+  const results = await runScript(client, PUBLISH, keys.sharded ? keysOf(args) : [args[4] as string], args) as Array<Buffer | number>
   return messages.map((message, index) => {
     const reply = results[2 * index] as Buffer
     const flag = results[2 * index + 1]
@@ -210,6 +210,18 @@ async function runPublish ({ client, keys, instance, idempotencyWindow, server, 
     if (flag === 2) return { error: Object.assign(new Error(reply.toString()), { name: 'ReplyError' }) }
     return { position: parsePosition(reply), duplicate: flag === 1 }
   })
+}
+
+/**
+ * Every key a call's messages touch (history hash and stream, idempotency key), read from their
+ * script fields; a call that stores nothing declares its channel, for the cluster client to route by.
+ */
+function keysOf (args: Array<string | number>): string[] {
+  const keys = new Set<string>()
+  for (let i = 4; i < args.length; i += 9) {
+    for (const key of [args[i + 1], args[i + 2], args[i + 5]] as string[]) if (key !== '') keys.add(key)
+  }
+  return keys.size === 0 ? [args[4] as string] : [...keys]
 }
 
 /** The script's 9 fields for one message. */

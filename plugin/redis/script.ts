@@ -23,15 +23,17 @@ interface BufferEval {
  * Runs a script by its SHA1, sending its source only when Redis does not have it yet. Replies come
  * as Buffers: stored frames go out to sockets as the bytes they are, never decoded.
  *
- * `key` is the one key the script declares: every name it touches is in that key's slot (one
- * channel's names, plugin/redis/keys.ts), so a cluster client sends it to the shard that owns them.
+ * `keys` are the keys the script declares. Every name a script touches is in one slot (one
+ * channel's names, plugin/redis/keys.ts), so a cluster client sends it to the shard that owns them;
+ * on a cluster they must be all the keys it touches, so that while their slot migrates Redis runs
+ * it where they all are, or answers TRYAGAIN, rather than on a master that holds only some.
  */
-export async function runScript (client: RedisClient, { source, sha }: Script, key: string, args: Array<string | number>): Promise<unknown> {
+export async function runScript (client: RedisClient, { source, sha }: Script, keys: readonly string[], args: Array<string | number>): Promise<unknown> {
   const buffered = client as unknown as BufferEval
   try {
-    return await buffered.evalshaBuffer(sha, 1, key, ...args)
+    return await buffered.evalshaBuffer(sha, keys.length, ...keys, ...args)
   } catch (err) {
     if (!(err as Error).message.startsWith('NOSCRIPT')) throw err
-    return await buffered.evalBuffer(source, 1, key, ...args)
+    return await buffered.evalBuffer(source, keys.length, ...keys, ...args)
   }
 }

@@ -8,14 +8,18 @@ import type { Cluster, Redis } from 'ioredis'
  * The script is handed `@<node id> <replication id>` for the master the cluster client's slot map
  * names, and checks the node ID (CLUSTER MYID, well under a microsecond) before it trusts the
  * replication ID: a call redirected to another node (a failover, a migration) reads its own. An
- * entry lives only as long as the connection that read it, so a restarted node is read again.
+ * entry lives only as long as the connection that read it (a restarted node is read again), and is
+ * read again whenever its node becomes a slot owner: a master demoted and promoted again keeps its
+ * connections but not its replication ID.
  */
 export class ShardServers {
   private readonly known = new Map<string, string>()
-  private readonly listeners = new Map<Redis, { ready: () => void, close: () => void }>()
+  private readonly listeners = new Map<Redis, { key: string, ready: () => void, close: () => void }>()
+  /** The slot owners of the last map read, by `host:port`. */
+  private owners = new Set<string>()
 
   constructor (private readonly cluster: Cluster) {
-    cluster.on('+node', this.watch).on('-node', this.unwatch)
+    cluster.on('+node', this.watch).on('-node', this.unwatch).on('refresh', this.recheck)
     for (const node of cluster.nodes('all')) this.watch(node)
   }
 
@@ -25,7 +29,7 @@ export class ShardServers {
   }
 
   close (): void {
-    this.cluster.off('+node', this.watch).off('-node', this.unwatch)
+    this.cluster.off('+node', this.watch).off('-node', this.unwatch).off('refresh', this.recheck)
     for (const node of [...this.listeners.keys()]) this.unwatch(node)
   }
 
@@ -38,22 +42,34 @@ export class ShardServers {
     listeners.close()
   }
 
+  /** The slot map was read: a node that owns slots now and did not before is read again; one that owns none is forgotten. */
+  private readonly recheck = (): void => {
+    const owners = new Set<string>()
+    for (const nodes of this.cluster.slots) if (nodes?.[0] !== undefined) owners.add(nodes[0])
+    for (const key of this.known.keys()) if (!owners.has(key)) this.known.delete(key)
+    for (const { key, ready } of this.listeners.values()) {
+      if (owners.has(key) && !this.owners.has(key)) ready()
+    }
+    this.owners = owners
+  }
+
   private readonly watch = (node: Redis): void => {
     // ioredis adds a node once (and '-node' comes before it is added again).
     /* c8 ignore next */
     if (this.listeners.has(node)) return
     const key = `${String(node.options.host)}:${String(node.options.port)}`
     const ready = (): void => {
+      this.known.delete(key)
       Promise.all([node.call('CLUSTER', 'MYID'), node.info('replication')]).then(([id, info]) => {
-        const server = /^master_replid:(\w+)/m.exec(info)?.[1] as string
-        // Read on a connection that has gone meanwhile, it may describe a server that has gone too
-        // (a restart between the two, which no test can time).
+        const server = /^master_replid:(\w+)/m.exec(info)?.[1]
+        // Only a master's, and only on a connection still up: one that has gone meanwhile may
+        // describe a server that has gone too (a restart between the two, which no test can time).
         /* c8 ignore next */
-        if (node.status === 'ready') this.known.set(key, `@${String(id)} ${server}`)
+        if (node.status === 'ready' && /^role:master/m.test(info) && server !== undefined) this.known.set(key, `@${String(id)} ${server}`)
       }, () => {})
     }
     const close = (): void => { this.known.delete(key) }
-    this.listeners.set(node, { ready, close })
+    this.listeners.set(node, { key, ready, close })
     node.on('ready', ready).on('close', close)
     if (node.status === 'ready') ready()
   }
