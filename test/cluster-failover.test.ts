@@ -30,7 +30,7 @@ t.test('a master killed: every channel on both instances delivers again within t
 
   // Every 100 ms one publish on each channel, over HTTP, half of them through each instance.
   const accepted: Accepted[] = []
-  const refusals = { count: 0, other: [] as string[] }
+  const refusals = { count: 0, other: [] as string[], messages: [] as string[] }
   const flow = { round: 0, running: true }
   const publishing = (async () => {
     while (flow.running) {
@@ -38,9 +38,14 @@ t.test('a master killed: every channel on both instances delivers again within t
       await Promise.all(channels.map(async (channel, i) => {
         const response = await (i % 2 === 0 ? one : two).publish({ channel, data })
         const body = await response.json() as { offset: number, epoch: string, code?: string }
-        if (response.status === 202) accepted.push({ channel, data, offset: body.offset, epoch: body.epoch })
-        else if (response.status === 503 && response.headers.get('retry-after') !== null) refusals.count++
-        else refusals.other.push(`${response.status} ${String(body.code)} retry-after=${String(response.headers.get('retry-after'))}`)
+        if (response.status === 202) {
+          accepted.push({ channel, data, offset: body.offset, epoch: body.epoch })
+        } else if (response.status === 503 && response.headers.get('retry-after') !== null) {
+          refusals.count++
+          refusals.messages.push(`${channel} ${data}`)
+        } else {
+          refusals.other.push(`${response.status} ${String(body.code)} retry-after=${String(response.headers.get('retry-after'))}`)
+        }
       }))
       await sleep(100)
     }
@@ -92,6 +97,10 @@ t.test('a master killed: every channel on both instances delivers again within t
       t.ok(gaps.has(message.channel) || reset, `instance ${n}: ${message.channel} ${message.data} was accepted and not delivered: the client was told (${reset ? 'new epoch' : 'gap frame'})`)
     }
   }
+  // A 503 says Redis did not confirm the message in time, not that it never ran: on a busy machine
+  // a publish can time out and still be published (retry with an idempotencyKey). Counted, not asserted.
+  const delivered = new Set(clients.flatMap((client) => client.received().map((m) => `${String(m.channel)} ${String(m.data)}`)))
+  t.comment(`answered 503 and delivered all the same (timed out, ran late): ${refusals.messages.filter((message) => delivered.has(message)).length} of ${refusals.count}`)
   t.comment(`accepted and not delivered (announced by a new epoch or a gap): ${lost.length} of ${2 * accepted.length} deliveries: ${lost.join(', ')}`)
   // The subscribe waited for the promoted replica (a client is never told it is subscribed while
   // nothing can arrive), then was answered, and messages flow.

@@ -285,3 +285,30 @@ t.test('a shard\'s subscriber connection cut by the server: it reconnects, subsc
   t.ok(logs.some((line) => /redis subscriber reconnected/.test(line.msg)), 'the shard connection reconnected')
   t.ok(app.broadcastStats().subscriberReconnects >= 1)
 })
+
+t.test('messages to everyone in a batch (nothing stored) go through the script on the slot of `all`', async (t) => {
+  const { app, connect } = await build(t, { redis })
+  const client = await connect()
+  // The session is in the hub once it answers.
+  client.send({ type: 'ping' })
+  await client.waitFor((f) => f.type === 'pong')
+  const results = await app.broadcastMany([{ data: 'one' }, { data: 'two' }])
+  t.equal(results.length, 2)
+  await client.waitFor(() => client.received().length === 2)
+  t.same(client.received().map((m) => m.data), ['one', 'two'])
+})
+
+t.test('a boot that timed out waiting for a cluster client opens no subscriber connection when the client connects later', async (t) => {
+  const { default: Fastify } = await import('fastify')
+  const { default: redisBroadcast } = await import('../plugin/index.js')
+  const client = new Cluster(topology.nodes, { lazyConnect: true })
+  t.teardown(() => { client.disconnect() })
+  const app = Fastify({ logger: false })
+  await app.register(redisBroadcast, { redis: client, redisReadyTimeout: 300 })
+  await t.rejects(async () => { await app.ready() }, { code: 'FRB_BUS_UNAVAILABLE' })
+  await client.connect()
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  const masters = (await topology.masters()).map((master) => topology.client(master.port))
+  const lists = await Promise.all(masters.map(async (master) => await master.call('CLIENT', 'LIST') as string))
+  t.equal(lists.join('\n').split('\n').filter((line) => line.includes('name=fastify-redis-broadcast:subscriber')).length, 0, 'no subscriber connection')
+})

@@ -36,6 +36,8 @@ export class ShardServers {
   /** A node left the cluster client's pool: its connection is closed, and its entry goes with it. */
   private readonly unwatch = (node: Redis): void => {
     const listeners = this.listeners.get(node)
+    // Every node of the pool was watched ('+node', or the constructor's list).
+    /* c8 ignore next */
     if (listeners === undefined) return
     this.listeners.delete(node)
     node.off('ready', listeners.ready).off('close', listeners.close)
