@@ -312,3 +312,13 @@ t.test('a boot that timed out waiting for a cluster client opens no subscriber c
   const lists = await Promise.all(masters.map(async (master) => await master.call('CLIENT', 'LIST') as string))
   t.equal(lists.join('\n').split('\n').filter((line) => line.includes('name=fastify-redis-broadcast:subscriber')).length, 0, 'no subscriber connection')
 })
+
+t.test('a Redis user without INFO: publishes work, and the plugin warns that failovers will not start new epochs', async (t) => {
+  const nodes = topology.processes().filter((node) => node.pid !== undefined).map((node) => topology.client(node.port))
+  await Promise.all(nodes.map(async (node) => await node.call('ACL', 'SETUSER', 'noinfo', 'on', '>secret-password', '~*', '&*', '+@all', '-info')))
+  t.teardown(async () => { await Promise.all(nodes.map(async (node) => await node.call('ACL', 'DELUSER', 'noinfo'))) })
+  const { app, logs } = await build(t, { redis: { cluster: topology.nodes, redisOptions: { username: 'noinfo', password: 'secret-password' } } })
+  t.match(await app.broadcast('still works', { channel: 'acl' }), { offset: 1 })
+  t.ok(await waitUntil(() => logs.some((line) => /refused INFO replication or CLUSTER MYID/.test(line.msg)), 5000), 'warned')
+  t.equal(logs.filter((line) => /refused INFO replication or CLUSTER MYID/.test(line.msg)).length, 1, 'once')
+})

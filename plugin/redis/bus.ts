@@ -82,7 +82,7 @@ export class RedisBus implements Bus {
       throw new InvalidOptionError('redisPrefix', `cannot hold { or } on a Redis Cluster, where each channel's names carry its {hash tag} (got ${JSON.stringify(options.prefix)})`)
     }
     this.keys = new RedisKeys(options.prefix, this.topology === 'cluster')
-    this.shardServers = isCluster(this.publisher) ? new ShardServers(this.publisher) : undefined
+    this.shardServers = isCluster(this.publisher) ? new ShardServers(this.publisher, options.log) : undefined
     // Every client's errors are logged, publisher and subscriber sharing one line a second: a
     // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
     this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)

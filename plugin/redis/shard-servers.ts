@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
 
 /**
  * What each cluster master is, for the publish script: its node ID and its replication ID, read
@@ -18,7 +19,10 @@ export class ShardServers {
   /** The slot owners of the last map read, by `host:port`. */
   private owners = new Set<string>()
 
-  constructor (private readonly cluster: Cluster) {
+  /** Whether a refusal of INFO or CLUSTER MYID has been logged (once is enough). */
+  private warned = false
+
+  constructor (private readonly cluster: Cluster, private readonly log?: FastifyBaseLogger) {
     cluster.on('+node', this.watch).on('-node', this.unwatch).on('refresh', this.recheck)
     for (const node of cluster.nodes('all')) this.watch(node)
   }
@@ -68,7 +72,14 @@ export class ShardServers {
         // describe a server that has gone too (a restart between the two, which no test can time).
         /* c8 ignore next */
         if (node.status === 'ready' && /^role:master/m.test(info) && server !== undefined) this.known.set(key, `@${String(id)} ${server}`)
-      }, () => {})
+      }, (err: Error) => {
+        // The connection went away meanwhile: its next 'ready' reads again.
+        if (err.name !== 'ReplyError' || this.warned) return
+        // An ACL without INFO or CLUSTER: the script cannot read them either (it gets ''), so a
+        // failover would not start new epochs.
+        this.warned = true
+        this.log?.warn({ err }, 'Redis refused INFO replication or CLUSTER MYID: a failover will not start new epochs (allow +info and +cluster|myid for the plugin\'s Redis user)')
+      })
     }
     const close = (): void => { this.known.delete(key) }
     this.listeners.set(node, { key, ready, close })
