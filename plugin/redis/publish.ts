@@ -13,8 +13,12 @@ import { runScript, script } from './script.js'
  * entries in a failover, as replication is asynchronous: it starts a new epoch; on a cluster,
  * where each shard has its own, '@<node id> <replication id>' of the master meant, or '?' to
  * have the script read it: plugin/redis/shard-servers.ts), ARGV[4] the command that
- * publishes (PUBLISH, or SPUBLISH on a cluster), then 9 fields a message: pubsub channel, meta hash, stream, history size (0: none), ttl ms,
- * idempotency key ('' for none), its window ms, and the frame split in two where the position goes.
+ * publishes (PUBLISH, or SPUBLISH on a cluster), ARGV[5] the idempotency window ms, ARGV[6] how
+ * many channels the call's messages go to, then 5 fields a channel: pubsub channel, meta hash,
+ * stream ('' and '' without history), history size (0: none), ttl ms; then 4 fields a message:
+ * its channel's number in that list (from 1), its idempotency key ('' for none), and the frame
+ * split in two where the position goes. (Per channel, not per message: a batch of 200 to one
+ * channel sends its names once, not 200 times.)
  * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
  * stored before any is published, and a refusal fails the call. Mode 'each': messages of several
  * callers, gathered in one call to share the script's start-up: each stands alone, and a refusal
@@ -27,7 +31,14 @@ local out, outgoing, keys = {}, {}, {}
 -- Each channel's history is read once per call and written back once at the end: a batch of a
 -- channel's messages costs an XADD and a PUBLISH each.
 local histories, touched, lost = {}, {}, {}
-local each, server, publish = ARGV[2] == 'each', ARGV[3], ARGV[4]
+local each, server, publish, window = ARGV[2] == 'each', ARGV[3], ARGV[4], ARGV[5]
+-- Keyed by the number as the messages write it: no tonumber() a message.
+local channels, count = {}, tonumber(ARGV[6])
+for c = 1, count do
+  local at = 2 + 5 * c
+  channels[tostring(c)] = { ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4] }
+end
+local first = 7 + 5 * count
 -- On a cluster: '@<node id> <replication id>' of the master the client meant; trusted only if
 -- this is that node (the call may have been redirected), else, or for '?', read here.
 if string.byte(server, 1) == 64 then
@@ -51,8 +62,9 @@ end
 -- Checks, numbers and stores message i; returns what to publish, or true for a duplicate, or the
 -- error Redis answered.
 local function stage (i)
-  local channel, meta, stream, size, ttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local idem, window, head, tail = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8]
+  local c = channels[ARGV[i]]
+  local channel, meta, stream, size, ttl = c[1], c[2], c[3], c[4], c[5]
+  local idem, head, tail = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if idem ~= '' then
     local seen = keys[idem]
     if seen == nil then
@@ -101,7 +113,7 @@ local function send (message)
   if failed(sent) then return sent end
   if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
 end
-for i = 5, #ARGV, 9 do
+for i = first, #ARGV, 4 do
   local staged = stage(i)
   if each then
     if staged ~= true then
@@ -200,9 +212,10 @@ export async function publishMessages (context: PublishContext, messages: readon
 async function runPublish ({ client, keys, instance, idempotencyWindow, server, shardServer }: PublishContext,
   messages: readonly BusMessage[], each: boolean): Promise<PublishOutcome[]> {
   const serverOfCall = shardServer === undefined ? server : shardServer(keys.slot(messages[0].channel))
-  const args = [instance, each ? 'each' : 'batch', serverOfCall, keys.sharded ? 'SPUBLISH' : 'PUBLISH',
-    ...messages.flatMap((message) => publishArgs(keys, idempotencyWindow, message))]
-  const results = await runScript(client, PUBLISH, keys.sharded ? keysOf(args) : [args[4] as string], args) as Array<Buffer | number>
+  const { args, declared } = publishArgs(keys, messages)
+  args.unshift(instance, each ? 'each' : 'batch', serverOfCall, keys.sharded ? 'SPUBLISH' : 'PUBLISH', idempotencyWindow)
+  // Off a cluster one key routes nothing and is checked by nothing: the first is enough.
+  const results = await runScript(client, PUBLISH, keys.sharded ? declared : declared.slice(0, 1), args) as Array<Buffer | number>
   return messages.map((message, index) => {
     const reply = results[2 * index] as Buffer
     const flag = results[2 * index + 1]
@@ -213,28 +226,32 @@ async function runPublish ({ client, keys, instance, idempotencyWindow, server, 
 }
 
 /**
- * Every key a call's messages touch (history hash and stream, idempotency key), read from their
- * script fields; a call that stores nothing declares its channel, for the cluster client to route by.
+ * The script's fields after the call's own: the channels (5 fields each), then the messages (4
+ * each); and every key they touch (history hash and stream, idempotency keys), for the script to
+ * declare. A call that stores nothing declares its first channel, for a cluster client to route by.
  */
-function keysOf (args: Array<string | number>): string[] {
-  const keys = new Set<string>()
-  for (let i = 4; i < args.length; i += 9) {
-    for (const key of [args[i + 1], args[i + 2], args[i + 5]] as string[]) if (key !== '') keys.add(key)
+function publishArgs (keys: RedisKeys, messages: readonly BusMessage[]): { args: Array<string | number>, declared: string[] } {
+  const channelArgs: Array<string | number> = []
+  const messageArgs: Array<string | number> = []
+  const numbers = new Map<string | null, number>()
+  const declared = new Set<string>()
+  for (const { channel, payload, history, idempotencyKey } of messages) {
+    let number = numbers.get(channel)
+    if (number === undefined) {
+      number = numbers.size + 1
+      numbers.set(channel, number)
+      // Only channel messages have history settings (BusMessage says so), the same for all of a channel's.
+      const names = history === undefined ? undefined : keys.history(channel as string)
+      channelArgs.push(keys.pubsub(channel), names?.meta ?? '', names?.stream ?? '', history?.size ?? 0, history?.ttl ?? 0)
+      if (names !== undefined) declared.add(names.meta).add(names.stream)
+    }
+    const idempotency = idempotencyKey === undefined ? '' : keys.idempotency(channel, idempotencyKey)
+    if (idempotency !== '') declared.add(idempotency)
+    const head = history === undefined ? 0 : messageHeadLength(channel as string)
+    messageArgs.push(number, idempotency, payload.slice(0, head), payload.slice(head))
   }
-  return keys.size === 0 ? [args[4] as string] : [...keys]
-}
-
-/** The script's 9 fields for one message. */
-function publishArgs (keys: RedisKeys, idempotencyWindow: number, { channel, payload, history, idempotencyKey }: BusMessage): Array<string | number> {
-  // Only channel messages have history settings (BusMessage says so).
-  const names = history === undefined ? { meta: '', stream: '' } : keys.history(channel as string)
-  const head = history === undefined ? 0 : messageHeadLength(channel as string)
-  return [
-    keys.pubsub(channel), names.meta, names.stream,
-    history?.size ?? 0, history?.ttl ?? 0,
-    idempotencyKey === undefined ? '' : keys.idempotency(channel, idempotencyKey), idempotencyWindow,
-    payload.slice(0, head), payload.slice(head)
-  ]
+  if (declared.size === 0) declared.add(channelArgs[0] as string)
+  return { args: [numbers.size, ...channelArgs, ...messageArgs], declared: [...declared] }
 }
 
 /** "<offset> <epoch>" from the publish script; an empty reply is a message without history. */
