@@ -47,7 +47,7 @@ export async function spawnRedisServer (port: number, args: string[] = [], confi
   const failed = new Promise<never>((resolve, reject) => {
     proc.once('error', (err: NodeJS.ErrnoException) => {
       reject(err.code === 'ENOENT'
-        ? new Error('redis-server was not found on PATH. The tests need a real Redis 6 or newer: ' +
+        ? new Error('redis-server was not found on PATH. The tests need a real Redis 7 or newer: ' +
           'install it with `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS).')
         : err)
     })
