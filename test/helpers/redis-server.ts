@@ -43,6 +43,12 @@ export async function spawnRedisServer (port: number, args: string[] = [], confi
   const keep = (chunk: Buffer): void => { output = (output + chunk.toString()).slice(-2000) }
   proc.stdout?.on('data', keep)
   proc.stderr?.on('data', keep)
+  // A fork of the server (an RDB for a replica) inherits the pipes and may outlive it: closed on our
+  // side when the server exits, they cannot keep this process alive after its tests.
+  proc.once('exit', () => {
+    proc.stdout?.destroy()
+    proc.stderr?.destroy()
+  })
   let settled = false
   const failed = new Promise<never>((resolve, reject) => {
     proc.once('error', (err: NodeJS.ErrnoException) => {
