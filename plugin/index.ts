@@ -100,9 +100,13 @@ const redisBroadcastPlugin: FastifyPluginAsync<RedisBroadcastOptions> = async (f
   fastify.addHook('onClose', async () => {
     stopEndingUpgrades?.()
     loopDelay.stop()
-    // The closed sockets' leaves go out before the bus closes: their users disappear at once.
-    await presence.stop()
-    await bus.close()
+    // The closed sockets' leaves go out before the bus closes: their users disappear at once. The
+    // bus closes whatever became of them: a connection left open would keep the process alive.
+    try {
+      await presence.stop()
+    } finally {
+      await bus.close()
+    }
   })
 
   // The routes, each an encapsulated plugin of routes/, described by the OpenAPI document.

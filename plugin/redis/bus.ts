@@ -251,10 +251,13 @@ export class RedisBus implements Bus {
     const subscriber = this.subscriber
     this.subscriber = undefined
     const timeout = this.options.commandTimeout
-    if (subscriber !== undefined) await subscriber.close(timeout)
-    if (this.options.ownsPublisher) await quit(this.publisher, timeout)
-    // A client of the user's outlives the bus: it keeps no listener of ours.
-    else this.publisher.off('error', this.onClientError).off('ready', this.readServer)
+    try {
+      if (subscriber !== undefined) await subscriber.close(timeout)
+    } finally {
+      if (this.options.ownsPublisher) await quit(this.publisher, timeout)
+      // A client of the user's outlives the bus: it keeps no listener of ours.
+      else this.publisher.off('error', this.onClientError).off('ready', this.readServer)
+    }
   }
 
   /**
