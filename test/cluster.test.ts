@@ -1,8 +1,12 @@
 import t from 'tap'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
 import calculateSlot from 'cluster-key-slot'
 import { Cluster } from 'ioredis'
 import { optionsFromEnv } from '../app.js'
-import { addressOf, topologyOf } from '../plugin/redis/client.js'
+import { addressOf, quit, topologyOf } from '../plugin/redis/client.js'
 import { RedisKeys } from '../plugin/redis/keys.js'
 import { ShardServers } from '../plugin/redis/shard-servers.js'
 import { build } from './helpers/app.js'
@@ -321,4 +325,48 @@ t.test('a Redis user without INFO: publishes work, and the plugin warns that fai
   t.match(await app.broadcast('still works', { channel: 'acl' }), { offset: 1 })
   t.ok(await waitUntil(() => logs.some((line) => /refused INFO replication or CLUSTER MYID/.test(line.msg)), 5000), 'warned')
   t.equal(logs.filter((line) => /refused INFO replication or CLUSTER MYID/.test(line.msg)).length, 1, 'once')
+})
+
+t.test('a process whose only work was the plugin on a cluster exits after app.close(), even with a slot refresh under way as it closed', async (t) => {
+  // ioredis re-arms its periodic slot refresh when a refresh under way at close comes back: a
+  // timer that would keep the process alive for good. Every node paused makes sure one is under way.
+  const child = spawn(process.execPath, ['--input-type=module', '-e', `
+    import Fastify from 'fastify'
+    import redisBroadcast from './dist/plugin/index.js'
+    const app = Fastify()
+    await app.register(redisBroadcast, { redis: { cluster: ${JSON.stringify(topology.nodes)}, slotsRefreshInterval: 20 } })
+    await app.ready()
+    process.stdout.write('ready\\n')
+    process.stdin.once('data', async () => {
+      process.stdin.destroy()
+      await app.close()
+      process.stdout.write('closed\\n')
+    })
+  `], { cwd: fileURLToPath(new URL('../', import.meta.url)), env: { ...process.env, NODE_V8_COVERAGE: undefined }, stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const exited = once(child, 'exit')
+  t.ok(await waitUntil(() => output.includes('ready'), 15_000), 'the plugin started on the cluster')
+  const nodes = topology.processes().filter((node) => node.pid !== undefined).map((node) => topology.client(node.port))
+  await Promise.all(nodes.map(async (node) => await node.call('CLIENT', 'PAUSE', 1000, 'ALL')))
+  await sleep(200)
+  child.stdin.write('close\n')
+  t.ok(await waitUntil(() => output.includes('closed'), 15_000), 'app.close() returned')
+  const [code] = await Promise.race([exited, sleep(5000).then(() => ['still running'])])
+  t.equal(code, 0, 'and the process exited on its own')
+})
+
+t.test('quit() of a cluster client during a slot refresh leaves no refresh timer behind', async (t) => {
+  const cluster = new Cluster(topology.nodes, { slotsRefreshInterval: 20 })
+  await waitUntil(() => cluster.status === 'ready', 5000)
+  const nodes = topology.processes().filter((node) => node.pid !== undefined).map((node) => topology.client(node.port))
+  await Promise.all(nodes.map(async (node) => await node.call('CLIENT', 'PAUSE', 500, 'ALL')))
+  await sleep(100)
+  const internals = cluster as unknown as { isRefreshing: boolean, slotsTimer: NodeJS.Timeout | null }
+  t.equal(internals.isRefreshing, true, 'a refresh is under way, held by the pause')
+  await quit(cluster, 200)
+  // The refresh comes back once the pause ends, and re-arms the timer; the plugin's callback clears it.
+  t.ok(await waitUntil(() => !internals.isRefreshing, 5000), 'the refresh came back')
+  t.equal(internals.slotsTimer, null, 'no timer left to keep the process alive')
 })

@@ -202,4 +202,16 @@ export async function quit (client: RedisClient, timeout: number): Promise<void>
     await Promise.allSettled([withTimeout(client.quit(), timeout, () => new Error('QUIT timed out'))])
   }
   client.disconnect()
+  if (isCluster(client)) stopSlotRefreshes(client)
+}
+
+/**
+ * ioredis 6 re-arms a cluster's periodic slot refresh when a refresh that was under way as the
+ * client closed comes back (Cluster#resetNodesRefreshInterval's nextRound), and from then on every
+ * slotsRefreshInterval for good: a timer that keeps the process alive after the plugin closed.
+ * A callback queued behind that refresh runs right after the re-arm and clears it again.
+ */
+function stopSlotRefreshes (cluster: Cluster): void {
+  const internals = cluster as unknown as { isRefreshing?: boolean, clearNodesRefreshInterval?: () => void }
+  if (internals.isRefreshing === true) cluster.refreshSlotsCache(() => { internals.clearNodesRefreshInterval?.() })
 }
