@@ -14,7 +14,7 @@ t.teardown(() => topology.stop())
 
 interface Accepted { channel: string, data: string, offset: number, epoch: string }
 
-t.test('a master killed: every channel on both instances delivers again within the node timeout plus 3 s, refusals are 503 with Retry-After, and a message answered 202 is delivered or announced as a gap', async (t) => {
+t.test('a master killed: every channel on both instances delivers again within 2 s of the promotion of its replica, refusals are 503 with Retry-After, and a message answered 202 is delivered or announced as a gap', async (t) => {
   const options = { redis: { cluster: topology.nodes }, publishTimeout: 500 }
   const [one, two] = await Promise.all([build(t, options), build(t, options)])
   const channels = Array.from({ length: 100 }, (_, i) => `ch${i}`)
@@ -54,6 +54,8 @@ t.test('a master killed: every channel on both instances delivers again within t
   await topology.kill(victim)
   const killedAt = Date.now()
   const killRound = flow.round
+  // When every node agrees the replica took over: Redis's own part, slower on a busy machine.
+  const promoted = topology.waitForFailover(victim, 30_000).then(() => Date.now() - killedAt)
   // Meanwhile /health names the shard that is down, and a client subscribes to a channel of the
   // lost master that no one here holds yet.
   let health = { statusCode: 200, reason: '' }
@@ -76,7 +78,9 @@ t.test('a master killed: every channel on both instances delivers again within t
   flow.running = false
   await publishing
   t.ok(done, `every channel delivering again on both instances ${resumedIn} ms after the kill (${onVictim.length} channels were on the killed master)`)
-  t.ok(resumedIn <= CLUSTER_NODE_TIMEOUT_MS + 3000, `within the node timeout (${CLUSTER_NODE_TIMEOUT_MS} ms) plus 3 s: ${resumedIn} ms`)
+  const promotedIn = await promoted
+  // The plugin's part: the slot map is read every 200 ms while a shard is down, channels move at once.
+  t.ok(resumedIn <= promotedIn + 2000, `within 2 s of the promotion (${promotedIn} ms after the kill, node timeout ${CLUSTER_NODE_TIMEOUT_MS} ms): ${resumedIn} ms`)
   t.same(refusals.other, [], 'every refusal was 503 with Retry-After')
   t.ok(refusals.count > 0, `publishes to the lost master were refused meanwhile (${refusals.count} refused, ${accepted.length} accepted)`)
   t.not(await topology.masterOfSlot(keys.slot('ch0')), victim, 'the replica owns the slots now')
@@ -112,24 +116,19 @@ t.test('a master killed: every channel on both instances delivers again within t
   t.match(health.reason, `shard 127.0.0.1:${victim}`)
   t.match((await one.app.inject('/health')).json(), { status: 'ok', topology: 'cluster' }, 'healthy again')
 
-  // A client that was away resumes the lost master's channels from before the kill: it gets what
-  // it missed, or recovered:false with the promoted replica's new epoch; never reused offsets.
+  // A client that was away resumes the lost master's channels from before the kill: the promoted
+  // replica has a replication ID of its own, so each history starts a new epoch (it may lack the
+  // last entries the master took with it) and the resume is answered recovered:false under it,
+  // never with offsets given twice.
   const late = await one.connect()
-  const outcomes = { recovered: 0, newEpoch: 0 }
-  for (const channel of onVictim.slice(0, 10)) {
+  const resumed = onVictim.slice(0, 10)
+  for (const channel of resumed) {
     const before = starts.get(channel) as { offset: number, epoch: string }
     late.send({ type: 'subscribe', channel, since: before.offset, epoch: before.epoch })
     const reply = await late.waitFor((f) => f.type === 'subscribed' && f.channel === channel)
-    if (reply.recovered === true) {
-      outcomes.recovered++
-      const missed = accepted.filter((message) => message.channel === channel && message.epoch === before.epoch && message.offset > before.offset)
-      await late.waitFor(() => late.received().filter((m) => m.channel === channel).length >= missed.length)
-    } else {
-      t.not(reply.epoch, before.epoch, `${channel}: not recovered, under a new epoch`)
-      outcomes.newEpoch++
-    }
+    t.equal(reply.recovered, false, `${channel}: a resume from before the failover is not recovered`)
+    t.not(reply.epoch, before.epoch, `${channel}: and is answered under the new epoch`)
   }
-  t.equal(outcomes.recovered + outcomes.newEpoch, Math.min(10, onVictim.length))
-  t.comment(`resumes across the failover: ${outcomes.recovered} recovered, ${outcomes.newEpoch} told recovered:false under a new epoch`)
+  t.ok(resumed.length > 0, 'the lost master owned channels to resume')
   await topology.restart(victim)
 })

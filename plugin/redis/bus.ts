@@ -60,6 +60,7 @@ export class RedisBus implements Bus {
   /**
    * The replication ID of the server the publisher is connected to, read at each connect: it tells
    * the publish script whether a history was written on this server or taken over in a failover.
+   * (Not on a cluster: there ShardServers keeps each master's.)
    */
   private server: Promise<string> | undefined
   /** On a cluster, each master's node and replication IDs, which the publish script checks. */
@@ -151,27 +152,23 @@ export class RedisBus implements Bus {
   }
 
   private async context (): Promise<PublishContext> {
-    // Each 'ready' reads it; ioredis sets the status a tick before it emits 'ready'.
-    /* c8 ignore next */
-    if (this.server === undefined) this.readServer()
-    const server = await (this.server as unknown as Promise<string>)
     const { shardServers } = this
-    return {
-      client: this.publisher,
-      keys: this.keys,
-      instance: this.instance,
-      idempotencyWindow: this.options.idempotencyWindow,
-      server,
-      shardServer: shardServers === undefined ? undefined : (slot) => shardServers.of(slot)
+    let serverOf: (slot: number) => string
+    if (shardServers !== undefined) {
+      serverOf = (slot) => shardServers.of(slot)
+    } else {
+      // Each 'ready' reads it; ioredis sets the status a tick before it emits 'ready'.
+      /* c8 ignore next */
+      if (this.server === undefined) this.readServer()
+      const server = await (this.server as unknown as Promise<string>)
+      serverOf = () => server
     }
+    return { client: this.publisher, keys: this.keys, instance: this.instance, idempotencyWindow: this.options.idempotencyWindow, serverOf }
   }
 
   private readonly readServer = (): void => {
-    // Each shard of a cluster has its own: the publish script reads the one it runs on.
-    if (this.topology === 'cluster') {
-      this.server = Promise.resolve('?')
-      return
-    }
+    // Each shard of a cluster has its own (ShardServers keeps them).
+    if (this.shardServers !== undefined) return
     const server = this.publisher.info('replication').then(
       (text) => /^master_replid:(\w+)/m.exec(text)?.[1] as string,
       (err: Error) => {

@@ -52,9 +52,8 @@ export class ClusterSubscriber implements Subscriber {
       await this.place(name)
     } catch (err) {
       if (!isMoved(err as Error)) throw err
-      // The slot moved since the map was read: the old master's connection forgets the channel,
+      // The slot moved since the map was read (the old master's connection forgot the channel):
       // the map is read again, and the channel placed once more, unless it was left meanwhile.
-      this.shards.get(this.placed.get(name)?.node as string)?.unsubscribe(name).catch(() => {})
       await new Promise<void>((resolve) => { this.cluster.refreshSlotsCache(() => { resolve() }) })
       // Left meanwhile (the hub's leave while the map was read): nothing to place.
       /* c8 ignore next */
@@ -96,7 +95,15 @@ export class ClusterSubscriber implements Subscriber {
     const slot = this.options.keys.slotOfName(name)
     const node = this.ownerOf(slot, name)
     this.placed.set(name, { slot, node })
-    await this.shard(node).subscribe(name)
+    const shard = this.shard(node)
+    try {
+      await shard.subscribe(name)
+    } catch (err) {
+      // Off that connection's list: a master lost meanwhile would otherwise keep a connection
+      // nothing uses, reconnecting to it until the bus closes. The caller tries again, by the map.
+      shard.unsubscribe(name).catch(() => {})
+      throw err
+    }
   }
 
   /** The master that owns the slot, by the cluster client's map. */

@@ -165,10 +165,12 @@ export interface PublishContext {
   instance: string
   /** How long an idempotency key is remembered, in milliseconds. */
   idempotencyWindow: number
-  /** The replication ID of the Redis server the client is connected to (INFO replication's master_replid). */
-  server: string
-  /** On a cluster: what the script is told of the master that owns a slot (plugin/redis/shard-servers.ts). */
-  shardServer?: (slot: number) => string
+  /**
+   * What the script is told of the server that runs it, by the slot of the call's keys: the
+   * replication ID of the one Redis the client is connected to (INFO replication's master_replid),
+   * or, on a cluster, of the master that owns the slot (plugin/redis/shard-servers.ts).
+   */
+  serverOf: (slot: number) => string
 }
 
 /** What became of one message: its position and whether it was a duplicate, or the error Redis answered for it alone. */
@@ -191,7 +193,7 @@ export async function publishMessages (context: PublishContext, messages: readon
     await (keys.sharded ? client.spublish(channel, first.payload) : client.publish(channel, first.payload))
     return [{ duplicate: false }]
   }
-  if (!keys.sharded) return await runPublish(context, messages, each)
+  if (!keys.sharded) return await runPublish(context, messages, each, 0)
   const bySlot = new Map<number, number[]>()
   messages.forEach((message, index) => {
     const slot = keys.slot(message.channel)
@@ -199,21 +201,20 @@ export async function publishMessages (context: PublishContext, messages: readon
     if (indexes === undefined) bySlot.set(slot, [index])
     else indexes.push(index)
   })
-  if (bySlot.size === 1) return await runPublish(context, messages, each)
+  if (bySlot.size === 1) return await runPublish(context, messages, each, bySlot.keys().next().value as number)
   const outcomes: PublishOutcome[] = new Array(messages.length)
-  await Promise.all([...bySlot.values()].map(async (indexes) => {
-    const results = await runPublish(context, indexes.map((index) => messages[index]), each)
+  await Promise.all([...bySlot].map(async ([slot, indexes]) => {
+    const results = await runPublish(context, indexes.map((index) => messages[index]), each, slot)
     indexes.forEach((index, i) => { outcomes[index] = results[i] })
   }))
   return outcomes
 }
 
-/** One script call: messages whose names all share one slot (any messages, off a cluster). */
-async function runPublish ({ client, keys, instance, idempotencyWindow, server, shardServer }: PublishContext,
-  messages: readonly BusMessage[], each: boolean): Promise<PublishOutcome[]> {
-  const serverOfCall = shardServer === undefined ? server : shardServer(keys.slot(messages[0].channel))
+/** One script call: messages whose names all share one slot (any messages, and slot 0, off a cluster). */
+async function runPublish ({ client, keys, instance, idempotencyWindow, serverOf }: PublishContext,
+  messages: readonly BusMessage[], each: boolean, slot: number): Promise<PublishOutcome[]> {
   const { args, declared } = publishArgs(keys, messages)
-  args.unshift(instance, each ? 'each' : 'batch', serverOfCall, keys.sharded ? 'SPUBLISH' : 'PUBLISH', idempotencyWindow)
+  args.unshift(instance, each ? 'each' : 'batch', serverOf(slot), keys.sharded ? 'SPUBLISH' : 'PUBLISH', idempotencyWindow)
   // Off a cluster one key routes nothing and is checked by nothing: the first is enough.
   const results = await runScript(client, PUBLISH, keys.sharded ? declared : declared.slice(0, 1), args) as Array<Buffer | number>
   return messages.map((message, index) => {
