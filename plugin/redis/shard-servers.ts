@@ -51,7 +51,8 @@ export class ShardServers {
   /** The slot map was read: a node that owns slots now and did not before is read again; one that owns none is forgotten. */
   private readonly recheck = (): void => {
     const owners = new Set<string>()
-    for (const nodes of this.cluster.slots) if (nodes?.[0] !== undefined) owners.add(nodes[0])
+    // forEach skips the slots no master serves (holes in the map).
+    this.cluster.slots.forEach((nodes) => { owners.add(nodes[0]) })
     for (const key of this.known.keys()) if (!owners.has(key)) this.known.delete(key)
     for (const { key, ready } of this.listeners.values()) {
       if (owners.has(key) && !this.owners.has(key)) ready()
