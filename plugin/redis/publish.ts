@@ -14,17 +14,19 @@ import { runScript, script } from './script.js'
  * where each shard has its own, '@<node id> <replication id>' of the master meant, or '?' to
  * have the script read it: plugin/redis/shard-servers.ts), ARGV[4] the command that
  * publishes (PUBLISH, or SPUBLISH on a cluster), ARGV[5] the idempotency window ms, ARGV[6] how
- * many channels the call's messages go to, then 5 fields a channel: pubsub channel, meta hash,
- * stream ('' and '' without history), history size (0: none), ttl ms; then 4 fields a message:
- * its channel's number in that list (from 1), its idempotency key ('' for none), and the frame
- * split in two where the position goes. (Per channel, not per message: a batch of 200 to one
- * channel sends its names once, not 200 times.)
+ * many channels the call's messages go to, then 6 fields a channel: pubsub channel, meta hash,
+ * stream ('' and '' without history), history size (0: none), ttl ms, and the length of its
+ * frames' head (where the position goes); then 3 fields a message: its channel's number in that
+ * list (from 1), its idempotency key ('' for none), and its frame. (Per channel, not per message:
+ * a batch of 200 to one channel sends its names once, not 200 times.)
  * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
  * stored before any is published, and a refusal fails the call. Mode 'each': messages of several
  * callers, gathered in one call to share the script's start-up: each stands alone, and a refusal
  * answers that message only.
- * Returns two entries a message: "<offset> <epoch>" ('' without history) and 0; or the same and 1
- * for a duplicate; or, in mode 'each', the error and 2.
+ * Returns two entries a message: its offset (0 without history) and 0; or, for a duplicate, the
+ * first publish's "<offset> <epoch>" ('' without history) and 1; or, in mode 'each', the error and
+ * 2. Then each channel's epoch ('' without history), in the order of the list: an integer and one
+ * string a channel cost less to make, send and read than a string a message.
  */
 const PUBLISH_SCRIPT = `
 local out, outgoing, keys = {}, {}, {}
@@ -35,10 +37,10 @@ local each, server, publish, window = ARGV[2] == 'each', ARGV[3], ARGV[4], ARGV[
 -- Keyed by the number as the messages write it: no tonumber() a message.
 local channels, count = {}, tonumber(ARGV[6])
 for c = 1, count do
-  local at = 2 + 5 * c
-  channels[tostring(c)] = { ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4] }
+  local at = 1 + 6 * c
+  channels[tostring(c)] = { ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], tonumber(ARGV[at + 5]) }
 end
-local first = 7 + 5 * count
+local first = 7 + 6 * count
 -- On a cluster: '@<node id> <replication id>' of the master the client meant; trusted only if
 -- this is that node (the call may have been redirected), else, or for '?', read here.
 if string.byte(server, 1) == 64 then
@@ -63,8 +65,7 @@ end
 -- error Redis answered.
 local function stage (i)
   local c = channels[ARGV[i]]
-  local channel, meta, stream, size, ttl = c[1], c[2], c[3], c[4], c[5]
-  local idem, head, tail = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local idem, frame = ARGV[i + 1], ARGV[i + 2]
   if idem ~= '' then
     local seen = keys[idem]
     if seen == nil then
@@ -77,14 +78,15 @@ local function stage (i)
       return true
     end
   end
-  local frame, result, h = head .. tail, '', nil
-  if size ~= '0' then
+  local offset, h = 0, nil
+  if c[4] ~= '0' then
+    local meta = c[2]
     h = histories[meta]
     if not h then
       local state = redis.pcall('HMGET', meta, 'epoch', 'top', 'server')
       if failed(state) then return state end
-      h = { meta = meta, stream = stream, ttl = ttl }
-      if state[1] and state[2] and state[3] == server and redis.call('EXISTS', stream) == 1 then
+      h = { meta = meta, stream = c[3], size = c[4], ttl = c[5] }
+      if state[1] and state[2] and state[3] == server and redis.call('EXISTS', h.stream) == 1 then
         h.epoch, h.top = state[1], tonumber(state[2])
       else
         -- Half a history (the hash or the stream lost alone), or one this server took over in a
@@ -92,46 +94,48 @@ local function stage (i)
         -- history: start a new one.
         local now = redis.call('TIME')
         h.epoch, h.top = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1], 0
-        redis.call('DEL', stream)
+        redis.call('DEL', h.stream)
       end
       histories[meta] = h
       touched[#touched + 1] = meta
     end
-    local offset = h.top + 1
-    frame = head .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. tail
-    local added = redis.pcall('XADD', stream, 'MAXLEN', '~', size, offset .. '-0', 'f', frame)
+    offset = h.top + 1
+    local head = c[6]
+    frame = string.sub(frame, 1, head) .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. string.sub(frame, head + 1)
+    -- Trimmed once a call, at the end.
+    local added = redis.pcall('XADD', h.stream, offset .. '-0', 'f', frame)
     if failed(added) then return added end
     h.top = offset
-    result = offset .. ' ' .. h.epoch
   end
-  if idem ~= '' then keys[idem] = result end
-  return { channel, frame, idem, window, result, h }
+  if idem ~= '' then keys[idem] = h and (offset .. ' ' .. h.epoch) or '' end
+  return { c[1], frame, idem, offset, h }
 end
 -- Publishes a staged message; returns the error Redis answered, if any.
 local function send (message)
   local sent = redis.pcall(publish, message[1], message[2])
   if failed(sent) then return sent end
-  if message[3] ~= '' then redis.call('SET', message[3], message[5], 'PX', message[4]) end
+  local idem = message[3]
+  if idem ~= '' then redis.call('SET', idem, keys[idem], 'PX', window) end
 end
-for i = first, #ARGV, 4 do
+for i = first, #ARGV, 3 do
   local staged = stage(i)
   if each then
     if staged ~= true then
       local err = failed(staged) and staged or send(staged)
       if err then
         -- A message stored but not published leaves its history with an entry no one saw.
-        if not failed(staged) and staged[6] then lost[staged[6].meta] = true end
+        if not failed(staged) and staged[5] then lost[staged[5].meta] = true end
         out[#out + 1] = err.err
         out[#out + 1] = 2
       else
-        out[#out + 1] = staged[5]
+        out[#out + 1] = staged[4]
         out[#out + 1] = 0
       end
     end
   elseif staged ~= true then
     if refused(staged) then return staged end
     outgoing[#outgoing + 1] = staged
-    out[#out + 1] = staged[5]
+    out[#out + 1] = staged[4]
     out[#out + 1] = 0
   end
 end
@@ -148,10 +152,15 @@ for _, meta in ipairs(touched) do
   if lost[meta] then
     redis.call('DEL', meta, h.stream)
   else
+    redis.call('XTRIM', h.stream, 'MAXLEN', '~', h.size)
     redis.call('HSET', meta, 'epoch', h.epoch, 'top', h.top, 'server', server)
     redis.call('PEXPIRE', meta, h.ttl)
     redis.call('PEXPIRE', h.stream, h.ttl)
   end
+end
+for c = 1, count do
+  local h = histories[channels[tostring(c)][2]]
+  out[#out + 1] = h and h.epoch or ''
 end
 return out
 `
@@ -213,46 +222,61 @@ export async function publishMessages (context: PublishContext, messages: readon
 /** One script call: messages whose names all share one slot (any messages, and slot 0, off a cluster). */
 async function runPublish ({ client, keys, instance, idempotencyWindow, serverOf }: PublishContext,
   messages: readonly BusMessage[], each: boolean, slot: number): Promise<PublishOutcome[]> {
-  const { args, declared } = publishArgs(keys, messages)
+  const { args, declared, numbers } = publishArgs(keys, messages)
   args.unshift(instance, each ? 'each' : 'batch', serverOf(slot), keys.sharded ? 'SPUBLISH' : 'PUBLISH', idempotencyWindow)
   // Off a cluster one key routes nothing and is checked by nothing: the first is enough.
   const results = await runScript(client, PUBLISH, keys.sharded ? declared : declared.slice(0, 1), args) as Array<Buffer | number>
+  // Each channel's epoch, read once for all its messages.
+  const epochs: Array<string | undefined> = []
+  const epochOf = (number: number): string => {
+    let epoch = epochs[number]
+    if (epoch === undefined) {
+      epoch = (results[2 * messages.length + number - 1] as Buffer).toString('latin1')
+      epochs[number] = epoch
+    }
+    return epoch
+  }
   return messages.map((message, index) => {
-    const reply = results[2 * index] as Buffer
+    const reply = results[2 * index]
     const flag = results[2 * index + 1]
     // The reply to one message of a shared call, told as Redis would have told it alone.
     if (flag === 2) return { error: Object.assign(new Error(reply.toString()), { name: 'ReplyError' }) }
-    return { position: parsePosition(reply), duplicate: flag === 1 }
+    if (flag === 1) return { position: parsePosition(reply as Buffer), duplicate: true }
+    const offset = reply as number
+    return { position: offset === 0 ? undefined : { offset, epoch: epochOf(numbers[index]) }, duplicate: false }
   })
 }
 
 /**
- * The script's fields after the call's own: the channels (5 fields each), then the messages (4
- * each); and every key they touch (history hash and stream, idempotency keys), for the script to
- * declare. A call that stores nothing declares its first channel, for a cluster client to route by.
+ * The script's fields after the call's own: the channels (6 fields each), then the messages (3
+ * each); every key they touch (history hash and stream, idempotency keys), for the script to
+ * declare; and each message's channel number. A call that stores nothing declares its first
+ * channel, for a cluster client to route by.
  */
-function publishArgs (keys: RedisKeys, messages: readonly BusMessage[]): { args: Array<string | number>, declared: string[] } {
+function publishArgs (keys: RedisKeys, messages: readonly BusMessage[]): { args: Array<string | number>, declared: string[], numbers: number[] } {
   const channelArgs: Array<string | number> = []
   const messageArgs: Array<string | number> = []
-  const numbers = new Map<string | null, number>()
+  const numberOf = new Map<string | null, number>()
+  const numbers: number[] = []
   const declared = new Set<string>()
   for (const { channel, payload, history, idempotencyKey } of messages) {
-    let number = numbers.get(channel)
+    let number = numberOf.get(channel)
     if (number === undefined) {
-      number = numbers.size + 1
-      numbers.set(channel, number)
+      number = numberOf.size + 1
+      numberOf.set(channel, number)
       // Only channel messages have history settings (BusMessage says so), the same for all of a channel's.
       const names = history === undefined ? undefined : keys.history(channel as string)
-      channelArgs.push(keys.pubsub(channel), names?.meta ?? '', names?.stream ?? '', history?.size ?? 0, history?.ttl ?? 0)
+      channelArgs.push(keys.pubsub(channel), names?.meta ?? '', names?.stream ?? '', history?.size ?? 0, history?.ttl ?? 0,
+        history === undefined ? 0 : messageHeadLength(channel as string))
       if (names !== undefined) declared.add(names.meta).add(names.stream)
     }
+    numbers.push(number)
     const idempotency = idempotencyKey === undefined ? '' : keys.idempotency(channel, idempotencyKey)
     if (idempotency !== '') declared.add(idempotency)
-    const head = history === undefined ? 0 : messageHeadLength(channel as string)
-    messageArgs.push(number, idempotency, payload.slice(0, head), payload.slice(head))
+    messageArgs.push(number, idempotency, payload)
   }
   if (declared.size === 0) declared.add(channelArgs[0] as string)
-  return { args: [numbers.size, ...channelArgs, ...messageArgs], declared: [...declared] }
+  return { args: [numberOf.size, ...channelArgs, ...messageArgs], declared: [...declared], numbers }
 }
 
 /** "<offset> <epoch>" from the publish script; an empty reply is a message without history. */
