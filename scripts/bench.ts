@@ -109,7 +109,7 @@ function summaryLine (run: RunResult): string {
       return `${head} ${(run.bytesPerConnection / 1024).toFixed(1)} KiB per connection, ${Math.round(run.connectionsPerSecond)} connects/s`
     case 'publish':
       return `${head} ${Math.round(run.requestsPerSecond).toLocaleString('en-US')} requests/s, p99 ${run.latencyMs.p99.toFixed(1)} ms, ` +
-        `Redis ${run.redisUsPerMessage.toFixed(1)} µs/message, cores: server ${run.utilisation.server.toFixed(2)}, ` +
+        `Redis ${run.redisUsPerMessage.toFixed(1)} µs/message (CPU ${run.redisCpuUsPerMessage.toFixed(1)}), cores: server ${run.utilisation.server.toFixed(2)}, ` +
         `load generator ${run.utilisation.publisher.toFixed(2)}, saturated ${run.saturated}`
     case 'failed':
       return `${head} FAILED: ${run.error}`

@@ -144,7 +144,7 @@ function publishSection (scenarios: Scenario[], runs: RunResult[], cores: number
           ? ''
           : `${ratio(med(ours, (run) => run.requestsPerSecond), med(done, (run) => run.requestsPerSecond))} req/s, ` +
             `${ratio(med(ours, cpu), med(done, cpu))} CPU`,
-        number(med(done, (run) => run.redisUsPerMessage), 1),
+        `${number(med(done, (run) => run.redisUsPerMessage), 1)} / ${number(med(done, (run) => run.redisCpuUsPerMessage), 1)}`,
         `${number(med(done, (run) => run.utilisation.server), 2)} / ${number(med(done, (run) => run.utilisation.publisher), 2)}` +
           (generatorBound === 0 ? '' : ` ⚠ ${generatorBound} of ${done.length} rounds bound by the load generator`),
         saturation(done, cores)
@@ -155,7 +155,7 @@ function publishSection (scenarios: Scenario[], runs: RunResult[], cores: number
   return ['### HTTP publish path', '',
     'The load generator is autocannon; publish-batch counts messages, not requests.', '',
     table(['scenario', 'server', 'requests/s', 'latency p50 / p99 / max (ms)', 'server CPU s per 1M requests (user + sys)', 'ours ÷ it',
-      'Redis µs per message', 'cores used: server / load generator', 'saturated (cores busy)'], rows), ''].join('\n')
+      'Redis µs per message: commands / CPU', 'cores used: server / load generator', 'saturated (cores busy)'], rows), ''].join('\n')
 }
 
 /** The figures a run is compared on, by name; none for a failed run. */
@@ -177,7 +177,8 @@ function figuresOf (run: RunResult): Record<string, number> {
         'requests/s': run.requestsPerSecond,
         'server CPU per request': run.cpuPerMillion.user + run.cpuPerMillion.system,
         'p99 latency': run.latencyMs.p99,
-        'Redis µs per message': run.redisUsPerMessage
+        'Redis µs per message': run.redisUsPerMessage,
+        'Redis CPU µs per message': run.redisCpuUsPerMessage
       }
     case 'failed':
       return {}

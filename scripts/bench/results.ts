@@ -82,8 +82,14 @@ export interface PublishResult extends RunBase {
   cpuPerMillion: CpuTimes
   utilisation: Utilisation
   saturated: string
-  /** Redis's time per published message (every command of the run, from INFO commandstats), and the calls of the busiest command. */
+  /**
+   * Redis's time per published message in the commands the service sent (INFO commandstats). The
+   * commands a script runs are inside its EVALSHA time and have lines of their own: counted once.
+   * Wall-clock: a Redis descheduled on a busy machine counts the wait.
+   */
   redisUsPerMessage: number
+  /** Redis's CPU time per published message (/proc, user + system, all it did: requests, replies, scripts). */
+  redisCpuUsPerMessage: number
   redisCommands: Record<string, { calls: number, usec: number }>
 }
 

@@ -100,6 +100,20 @@ function usage (
   return { serverCpu: cpuOf(roles.server, before, after), utilisation, saturated: saturated.length === 0 ? 'none' : saturated.join('+') }
 }
 
+function cpuSeconds ({ user, system }: CpuTimes): number {
+  return user + system
+}
+
+/**
+ * The time of the commands the service sent: with scripts in the run, their EVALSHA (or EVAL)
+ * lines alone, as the commands a script runs are counted in their own lines as well.
+ */
+function topLevelUsec (commands: Record<string, { calls: number, usec: number }>): number {
+  const scripts = ['evalsha', 'eval'].filter((name) => commands[name] !== undefined)
+  const counted = scripts.length > 0 ? scripts : Object.keys(commands)
+  return counted.reduce((sum, name) => sum + (commands[name]?.usec ?? 0), 0)
+}
+
 function perMillion (cpu: CpuTimes, count: number): CpuTimes {
   return count === 0 ? { user: NaN, system: NaN } : { user: cpu.user / count * 1e6, system: cpu.system / count * 1e6 }
 }
@@ -395,7 +409,8 @@ export async function runPublish (scenario: Scenario, target: Target, round: num
       cpuPerMillion: perMillion(serverCpu, published.accepted),
       utilisation,
       saturated,
-      redisUsPerMessage: Object.values(redisCommands).reduce((sum, { usec }) => sum + usec, 0) / Math.max(1, published.accepted),
+      redisUsPerMessage: topLevelUsec(redisCommands) / Math.max(1, published.accepted),
+      redisCpuUsPerMessage: cpuSeconds(cpuOf(roles.redis, before, after)) * 1e6 / Math.max(1, published.accepted),
       redisCommands
     }
   } finally {
