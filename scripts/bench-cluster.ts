@@ -22,6 +22,7 @@ import {
   type ClusterPublisherConfig, type ClusterPublisherStats, type FromClusterPublisher, type ToClusterPublisher
 } from './bench/cluster-protocol.js'
 import { markdown, type ClusterRunResult, type InstanceResult, type MasterResult } from './bench/cluster-report.js'
+import { settingsOrExitCode } from './bench/cli.js'
 
 /** The build this script is part of (dist/, from dist/scripts/bench-cluster.js). */
 const distDir = fileURLToPath(new URL('../', import.meta.url))
@@ -426,17 +427,8 @@ async function run (settings: Settings): Promise<{ result: ClusterRunResult, fai
 }
 
 async function main (): Promise<number> {
-  let settings: Settings | 'help'
-  try {
-    settings = parseSettings(process.argv.slice(2))
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`)
-    return 2
-  }
-  if (settings === 'help') {
-    process.stdout.write(`${USAGE}\n`)
-    return 0
-  }
+  const settings = settingsOrExitCode(parseSettings, USAGE)
+  if (typeof settings === 'number') return settings
   if (!existsSync('/proc/self/stat')) throw new Error('the benchmark reads /proc: it runs on Linux only')
   if (!existsSync(`${distDir}app.js`)) throw new Error(`${distDir}app.js is missing: run npm run build first (npm run bench:cluster does)`)
   const major = Number(redisVersion().split('.')[0])

@@ -15,6 +15,7 @@ import type { RunResult } from './bench/results.js'
 import { runFanout, runIdle, runPublish, type RunEnvironment } from './bench/run.js'
 import { parseSettings, USAGE, type Scenario, type Settings } from './bench/scenarios.js'
 import { buildProblem, isOurs, targetInfo, TARGETS, type Target } from './bench/servers.js'
+import { settingsOrExitCode } from './bench/cli.js'
 
 const rootDir = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -117,17 +118,8 @@ function summaryLine (run: RunResult): string {
 }
 
 async function main (): Promise<number> {
-  let settings: Settings | 'help'
-  try {
-    settings = parseSettings(process.argv.slice(2))
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}\n`)
-    return 2
-  }
-  if (settings === 'help') {
-    process.stdout.write(`${USAGE}\n`)
-    return 0
-  }
+  const settings = settingsOrExitCode(parseSettings, USAGE)
+  if (typeof settings === 'number') return settings
   try {
     preflight(settings)
   } catch (err) {

@@ -1,6 +1,6 @@
 // What the cluster benchmark (bench-cluster.ts) and its publisher process (cluster-publisher.ts) say to
 // each other, and how a message's number maps to its channel and to the instance it is published through.
-import { paddingFor } from './protocol.js'
+import { paddingFor, type PublisherStats } from './protocol.js'
 
 /** Channel number `c` is the channel `ch<c>`. */
 export function channelName (channel: number): string {
@@ -82,22 +82,12 @@ export interface ClusterPublisherConfig {
   timeoutMs: number
 }
 
-export interface ClusterPublisherStats {
-  sent: number
-  accepted: number
-  failed: number
-  /** Status code (or error code) → count, for everything but 202. */
-  failures: Record<string, number>
+/** A publisher's counts (PublisherStats), and which messages were accepted where. */
+export interface ClusterPublisherStats extends PublisherStats {
   /** Accepted (202) per instance, in `urls` order. */
   acceptedBy: number[]
   /** The message numbers answered 202, as a BitSet of `messages` bits in base64. */
   acceptedBits: string
-  firstSendUs: number
-  lastSendUs: number
-  lastAckUs: number
-  /** Request → 202 latency, a sparse histogram (histogram.ts). */
-  latency: Array<[number, number]>
-  maxLatencyUs: number
 }
 
 export type ToClusterPublisher =

@@ -3,8 +3,8 @@
 // `POST /publish` connections in lanes (a lane sends its next message once the previous one was
 // answered). Reports which messages were accepted (202), so the clients can be checked for loss.
 import { Agent } from 'node:http'
-import { Histogram } from './histogram.js'
 import { sleep } from './processes.js'
+import { PostTally } from './tally.js'
 import { nowUs, postJson, serveWorker } from './protocol.js'
 import {
   BitSet, channelName, channelOf, clusterPadding, instanceOf,
@@ -24,14 +24,7 @@ async function run (config: ClusterPublisherConfig): Promise<ClusterPublisherSta
   const pad = clusterPadding(config.size)
   const accepted = new BitSet(config.messages)
   const acceptedBy = targets.map(() => 0)
-  const latency = new Histogram()
-  const failures: Record<string, number> = {}
-  let sent = 0
-  let acceptedCount = 0
-  let failed = 0
-  let firstSendUs = 0
-  let lastSendUs = 0
-  let lastAckUs = 0
+  const tally = new PostTally()
   const startUs = nowUs()
   const deadlineUs = startUs + config.timeoutMs * 1000
 
@@ -40,21 +33,10 @@ async function run (config: ClusterPublisherConfig): Promise<ClusterPublisherSta
     const instance = instanceOf(index, config.channels, targets.length)
     const target = targets[instance] as URL
     const body = JSON.stringify({ channel: channelName(channel), data: { r: config.phase, i: index, pad } })
-    const at = nowUs()
-    if (firstSendUs === 0) firstSendUs = at
-    lastSendUs = at
-    sent++
-    const status = await postJson(agent, target, body, REQUEST_TIMEOUT_MS)
-    const done = nowUs()
-    if (status === '202') {
+    const at = tally.sending()
+    if (tally.answered(await postJson(agent, target, body, REQUEST_TIMEOUT_MS), at)) {
       accepted.add(index)
-      acceptedCount++
       acceptedBy[instance] = (acceptedBy[instance] as number) + 1
-      lastAckUs = done
-      latency.record(done - at)
-    } else {
-      failed++
-      failures[status] = (failures[status] ?? 0) + 1
     }
   }
 
@@ -66,26 +48,14 @@ async function run (config: ClusterPublisherConfig): Promise<ClusterPublisherSta
     }
   }
 
-  const progress = setInterval(() => send({ type: 'progress', sent }), 250)
+  const progress = setInterval(() => send({ type: 'progress', sent: tally.sent }), 250)
   try {
     await Promise.all(Array.from({ length: config.lanes }, async (_, index) => await lane(index)))
   } finally {
     clearInterval(progress)
     agent.destroy()
   }
-  return {
-    sent,
-    accepted: acceptedCount,
-    failed,
-    failures,
-    acceptedBy,
-    acceptedBits: accepted.toBase64(),
-    firstSendUs,
-    lastSendUs,
-    lastAckUs,
-    latency: latency.toSparse(),
-    maxLatencyUs: latency.max
-  }
+  return { ...tally.stats(), acceptedBy, acceptedBits: accepted.toBase64() }
 }
 
 serveWorker(run)

@@ -9,6 +9,7 @@ import {
   nowUs, paddingFor, postJson, publishBody, serveWorker, type FromPublisher, type PublisherConfig, type PublisherStats
 } from './protocol.js'
 import { sleep } from './processes.js'
+import { PostTally } from './tally.js'
 
 function send (message: FromPublisher): void {
   process.send?.(message)
@@ -75,33 +76,14 @@ async function run (config: PublisherConfig): Promise<PublisherStats> {
   const agent = new Agent({ keepAlive: true, maxSockets: config.lanes, maxFreeSockets: config.lanes })
   const targets = config.urls.map((url) => new URL(url))
   const pad = paddingFor(config.size)
-  const latency = new Histogram()
-  const failures: Record<string, number> = {}
-  let sent = 0
-  let accepted = 0
-  let failed = 0
-  let firstSendUs = 0
-  let lastSendUs = 0
-  let lastAckUs = 0
+  const tally = new PostTally()
   const startUs = nowUs()
   const deadlineUs = startUs + config.timeoutMs * 1000
 
   async function post (target: URL, seq: number): Promise<void> {
     const body = publishBody(seq, pad, config.batch, config.groups)
-    const at = nowUs()
-    if (firstSendUs === 0) firstSendUs = at
-    lastSendUs = at
-    sent++
-    const status = await postJson(agent, target, body)
-    const done = nowUs()
-    if (status === '202') {
-      accepted += config.batch
-      lastAckUs = done
-      latency.record(done - at)
-    } else {
-      failed++
-      failures[status] = (failures[status] ?? 0) + 1
-    }
+    const at = tally.sending()
+    tally.answered(await postJson(agent, target, body), at, config.batch)
   }
 
   async function lane (index: number): Promise<void> {
@@ -116,16 +98,14 @@ async function run (config: PublisherConfig): Promise<PublisherStats> {
     }
   }
 
-  const progress = setInterval(() => send({ type: 'progress', sent }), 250)
+  const progress = setInterval(() => send({ type: 'progress', sent: tally.sent }), 250)
   try {
     await Promise.all(Array.from({ length: config.lanes }, async (_, index) => await lane(index)))
   } finally {
     clearInterval(progress)
     agent.destroy()
   }
-  return {
-    sent, accepted, failed, failures, firstSendUs, lastSendUs, lastAckUs, latency: latency.toSparse(), maxLatencyUs: latency.max
-  }
+  return tally.stats()
 }
 
 serveWorker(run)
