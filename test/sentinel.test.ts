@@ -46,8 +46,12 @@ t.test('a master lost to SIGKILL: the replica is promoted, and publishes and del
   t.match(await app.broadcast('before', { channel: 'news' }), { offset: 1 })
   await client.waitFor((f) => f.type === 'message' && f.data === 'before')
 
+  const master = await topology.currentMaster()
   await topology.killMaster()
   const killedAt = Date.now()
+  // When the sentinels name the new master: their part, slower on a busy machine (a split vote
+  // waits out failover-timeout before the next election).
+  const promoted = topology.waitForPromotion(master, 30_000).then(() => Date.now() - killedAt)
   // Publish every 50 ms until one published after the kill is delivered.
   const refusals: string[] = []
   const accepted: string[] = []
@@ -66,7 +70,8 @@ t.test('a master lost to SIGKILL: the replica is promoted, and publishes and del
   }
   const resumedIn = Date.now() - killedAt
   t.ok(delivered, `delivering again ${resumedIn} ms after the master was killed`)
-  t.ok(resumedIn <= DOWN_AFTER_MS + 9000, `within the detection time (${DOWN_AFTER_MS} ms) and the failover (${resumedIn} ms)`)
+  const promotedIn = await promoted
+  t.ok(resumedIn <= promotedIn + 3000, `within 3 s of the promotion (${promotedIn} ms after the kill; detection time ${DOWN_AFTER_MS} ms)`)
   t.same([...new Set(refusals)].filter((code) => code !== 'FRB_BUS_UNAVAILABLE'), [], 'publishes in the window were refused as unavailable (503)')
   const received = (): unknown[] => client.received().map((m) => m.data)
   t.ok(await waitUntil(() => accepted.every((data) => received().includes(data)), 5000),
@@ -104,6 +109,7 @@ t.test('two instances, 100 channels at a steady rate, the new master lost too: e
   t.equal(await topology.currentMaster(), master)
   const killedAt = Date.now()
   await topology.killCurrentMaster()
+  const promoted = topology.waitForPromotion(master, 30_000).then(() => Date.now() - killedAt)
   const killRound = flow.round
   // Every channel, on both instances, must deliver a message published after the kill.
   const deliveredAgain = (): boolean => clients.every((client) => channels.every((channel) =>
@@ -113,7 +119,8 @@ t.test('two instances, 100 channels at a steady rate, the new master lost too: e
   flow.running = false
   await publishing
   t.ok(done, `every channel delivering again on both instances ${resumedIn} ms after the kill`)
-  t.ok(resumedIn <= DOWN_AFTER_MS + 9000, `within the detection time (${DOWN_AFTER_MS} ms) and the failover`)
+  const promotedIn = await promoted
+  t.ok(resumedIn <= promotedIn + 3000, `within 3 s of the promotion (${promotedIn} ms after the kill; detection time ${DOWN_AFTER_MS} ms)`)
   t.ok(flow.refused > 0 && flow.accepted > 0, `publishes went on around the failover (${flow.accepted} accepted, ${flow.refused} refused with 503)`)
 
   // A client that was away resumes each channel from where it was before the kill. Every channel

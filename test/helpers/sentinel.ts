@@ -20,6 +20,8 @@ export interface SentinelTopology {
   restore (): Promise<void>
   /** The port of the server the sentinels name as master now. */
   currentMaster (): Promise<number>
+  /** Resolves once the sentinels name a master other than `port`: their part of a failover is done. */
+  waitForPromotion (port: number, timeoutMs: number): Promise<void>
   stop (): Promise<void>
 }
 
@@ -98,6 +100,11 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
     }
     await sleep(200)
   }
+  async function currentMaster (): Promise<number> {
+    const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
+    return Number(port)
+  }
+
   return {
     masterName: MASTER_NAME,
     master,
@@ -108,9 +115,9 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
       await stopOne(master)
     },
     async killCurrentMaster () {
-      const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
-      killed.add(Number(port))
-      await stopOne(Number(port))
+      const port = await currentMaster()
+      killed.add(port)
+      await stopOne(port)
     },
     async restore () {
       for (const port of killed) await server(port, base)
@@ -129,9 +136,13 @@ export async function startSentinelTopology (): Promise<SentinelTopology> {
         await sleep(200)
       }
     },
-    async currentMaster () {
-      const [, port] = await ask(sentinels[0] as number, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME) as [string, string]
-      return Number(port)
+    currentMaster,
+    async waitForPromotion (port, timeoutMs) {
+      const until = Date.now() + timeoutMs
+      while (await currentMaster() === port) {
+        if (Date.now() > until) throw new Error(`the sentinels did not promote a replica of ${port} within ${timeoutMs} ms`)
+        await sleep(50)
+      }
     },
     stop
   }
