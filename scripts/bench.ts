@@ -65,10 +65,12 @@ function preflight (settings: Settings): void {
       ', or pass smaller --clients / --idle-clients.'
     )
   }
-  const ports = ephemeralPorts()
-  if (connections + 1000 > ports) {
-    throw new Error(`${connections} connections from 127.0.0.1 need more local ports than net.ipv4.ip_local_port_range gives (${ports})`)
-  }
+}
+
+/** Clients per loopback source address: as set, or the local port range less some room for everything else. */
+function perSourceAddress (settings: Settings): number {
+  if (settings.perSourceAddress > 0) return settings.perSourceAddress
+  return Math.max(1000, ephemeralPorts() - 1000)
 }
 
 interface PlannedRun {
@@ -151,6 +153,7 @@ async function main (): Promise<number> {
       redisUrl: redis.url,
       redisPid: redis.pid,
       clientsPerProcess: settings.clientsPerProcess,
+      perSourceAddress: perSourceAddress(settings),
       serviceEnv: settings.serviceEnv,
       builds: settings.builds,
       cores: machine.cores,

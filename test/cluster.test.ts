@@ -373,3 +373,26 @@ t.test('quit() of a cluster client during a slot refresh leaves no refresh timer
   t.ok(await waitUntil(() => !internals.isRefreshing, 5000), 'the refresh came back')
   t.equal(internals.slotsTimer, null, 'no timer left to keep the process alive')
 })
+
+t.test('a manual failover (CLUSTER FAILOVER), the demoted master still connected: the promoted master is read, with its new replication ID', async (t) => {
+  const client = new Cluster(topology.nodes)
+  t.teardown(() => { client.disconnect() })
+  const servers = new ShardServers(client)
+  t.teardown(() => { servers.close() })
+  const slot = 0
+  t.ok(await waitUntil(() => /^@\w+ \w+$/.test(servers.of(slot)), 5000), 'the master of slot 0 is read')
+  const before = servers.of(slot)
+  const master = topology.client(await topology.masterOfSlot(slot))
+  const replicaPort = Number(/^slave0:.*port=(\d+)/m.exec(await master.info('replication'))?.[1])
+  const replica = topology.client(replicaPort)
+  await replica.call('CLUSTER', 'FAILOVER')
+  const deadline = Date.now() + 10_000
+  while (await topology.masterOfSlot(slot) !== replicaPort && Date.now() < deadline) await sleep(50)
+  t.equal(await topology.masterOfSlot(slot), replicaPort, 'the replica took the slots over')
+  // The demoted master's connection stays up: only the slot map tells its entry is stale.
+  await new Promise((resolve) => { client.refreshSlotsCache(resolve) })
+  const id = await replica.call('CLUSTER', 'MYID') as string
+  t.ok(await waitUntil(() => servers.of(slot).startsWith(`@${id} `), 5000), 'the promoted master is read')
+  t.not(servers.of(slot), before)
+  t.match(servers.of(slot), new RegExp(`^@${id} ${/^master_replid:(\w+)/m.exec(await replica.info('replication'))?.[1] as string}$`), 'its node ID and its new replication ID')
+})

@@ -107,10 +107,10 @@ function integerAfter (frame: Buffer, key: Buffer): number {
 }
 
 /** One client of our wire protocol (ours, textbook and frame-once speak it): resolves once subscribed. */
-async function connectWs (url: string, index: number, tracker: Tracker, timeoutMs: number, filter?: string): Promise<void> {
+async function connectWs (url: string, index: number, tracker: Tracker, timeoutMs: number, filter?: string, localAddress?: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     // A filtered subscription is asked for in a subscribe frame: the query names channels only.
-    const socket = new WebSocket(filter === undefined ? url : url.replace(/\?.*$/, ''), { perMessageDeflate: false, handshakeTimeout: timeoutMs })
+    const socket = new WebSocket(filter === undefined ? url : url.replace(/\?.*$/, ''), { perMessageDeflate: false, handshakeTimeout: timeoutMs, localAddress })
     if (filter !== undefined) socket.on('open', () => { socket.send(filter) })
     let ready = false
     const timer = setTimeout(() => { socket.terminate(); reject(new Error('no "subscribed" frame in time')) }, timeoutMs)
@@ -172,9 +172,16 @@ async function connectSocketIo (url: string, index: number, tracker: Tracker, ti
   })
 }
 
+/** Where client `index` of this process connects from: 127.0.0.2, .3 … by perSourceAddress, or the default. */
+function sourceAddress ({ perSourceAddress, firstIndex }: ClientConfig, index: number): string | undefined {
+  if (perSourceAddress === 0) return undefined
+  const address = 2 + Math.floor((firstIndex + index) / perSourceAddress)
+  if (address > 254) throw new Error(`more clients than 253 loopback source addresses of ${perSourceAddress} each hold`)
+  return `127.0.0.${address}`
+}
+
 async function run (config: ClientConfig): Promise<Tracker> {
   const tracker = new Tracker(config)
-  const connect = config.kind === 'ws' ? connectWs : connectSocketIo
   const started = Date.now()
   let next = 0
   let connected = 0
@@ -186,11 +193,14 @@ async function run (config: ClientConfig): Promise<Tracker> {
       const index = next++
       try {
         const url = config.urls[index % config.urls.length] as string
+        const from = sourceAddress(config, index)
         if (config.kind === 'ws' && config.groups > 0) {
           const filter = { [GROUP_TAG]: [groupOf(config.firstIndex + index, config.groups)] }
-          await connectWs(url, index, tracker, config.connectTimeoutMs, JSON.stringify({ type: 'subscribe', channel: CHANNEL, filter }))
+          await connectWs(url, index, tracker, config.connectTimeoutMs, JSON.stringify({ type: 'subscribe', channel: CHANNEL, filter }), from)
+        } else if (config.kind === 'ws') {
+          await connectWs(url, index, tracker, config.connectTimeoutMs, undefined, from)
         } else {
-          await connect(url, index, tracker, config.connectTimeoutMs)
+          await connectSocketIo(url, index, tracker, config.connectTimeoutMs)
         }
         connected++
       } catch (err) {

@@ -78,6 +78,11 @@ export interface ClientConfig {
   connectConcurrency: number
   connectTimeoutMs: number
   /**
+   * Above 0: client g (by `firstIndex + i`) connects from 127.0.0.(2 + g / perSourceAddress),
+   * since one source address runs out of local ports near 28,000. 0: from the default address.
+   */
+  perSourceAddress: number
+  /**
    * 0: every client subscribes to the channel as it is. Above 0: client i (by `firstIndex + i`)
    * subscribes with the filter of its group, and receives only that group's messages.
    */

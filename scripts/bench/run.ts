@@ -20,6 +20,8 @@ export interface RunEnvironment {
   redisUrl: string
   redisPid: number
   clientsPerProcess: number
+  /** WebSocket clients per loopback source address; 0: all from the default one (there are ports enough). */
+  perSourceAddress: number
   /** Our service's settings beyond its defaults. */
   serviceEnv: Record<string, string>
   /** Where the other builds of our service are (--compare-dist). */
@@ -151,6 +153,7 @@ async function connectClients (
       lanes: scenario.lanes,
       connectConcurrency: 50,
       connectTimeoutMs: 30_000,
+      perSourceAddress: scenario.clients > env.perSourceAddress ? env.perSourceAddress : 0,
       groups: scenario.groups,
       firstIndex
     }

@@ -39,6 +39,11 @@ export interface Settings {
   quick: boolean
   rounds: number
   clientsPerProcess: number
+  /**
+   * Connections from one loopback source address before the next (127.0.0.2, .3 …): one address
+   * runs out of local ports near net.ipv4.ip_local_port_range's size. 0: as many as that allows.
+   */
+  perSourceAddress: number
   output: string
   scenarios: Scenario[]
   /** Settings of our service beyond its defaults (environment variables), from --service-env. */
@@ -69,6 +74,9 @@ export const USAGE = `Usage: npm run bench -- [flags]   (or: node dist/scripts/b
   --filters F             distinct filters of burst-5k-filtered and rate-5k-filtered (default 10)
   --rounds R              times each server runs each scenario, interleaved A B A B (default 2)
   --clients-per-process K clients per load-generator process (default 2500)
+  --per-source-address N  WebSocket clients per loopback source address (127.0.0.2, .3 …) once
+                          one address would run out of local ports (default: the local port
+                          range less 1,000)
   --service-env NAME=V    an environment variable of our service only (repeatable), e.g.
                           HISTORY_SIZE=0 (no history, no offsets) or PRESENCE_CHANNELS=- (no
                           presence); default: none, the service's own defaults
@@ -145,6 +153,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
       filters: { type: 'string' },
       rounds: { type: 'string' },
       'clients-per-process': { type: 'string' },
+      'per-source-address': { type: 'string' },
       output: { type: 'string' },
       'service-env': { type: 'string', multiple: true },
       'compare-dist': { type: 'string', multiple: true },
@@ -305,6 +314,7 @@ export function parseSettings (argv: string[]): Settings | 'help' {
     quick,
     rounds: int('rounds', quick ? 1 : 2),
     clientsPerProcess: int('clients-per-process', 2500),
+    perSourceAddress: int('per-source-address', 0),
     output: values.output ?? 'bench-results.json',
     scenarios: chosen === undefined ? all : all.filter((scenario) => chosen.includes(scenario.name)),
     serviceEnv: serviceEnv(values['service-env']),
