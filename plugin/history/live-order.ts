@@ -101,6 +101,21 @@ export class LiveOrder {
     // An offset already delivered (read back by a repair, then arriving live) is not sent twice.
   }
 
+  /**
+   * Delivers a new epoch's messages 1 … `top` when the history holds exactly those; false when it
+   * does not (trimmed, or too many to read back), or the read failed: the gap frame stands alone.
+   * True when the channel was forgotten meanwhile: its repair has nothing more to do.
+   */
+  private async readNewEpoch (channel: string, state: ChannelState, top: number): Promise<boolean> {
+    if (top > this.maxRepair) return false
+    const page = await this.hooks.fetch(channel, 0, top).catch(() => undefined)
+    if (this.channels.get(channel) !== state) return true
+    if (page === undefined || page.epoch !== state.epoch || !isRun(page, 0, top)) return false
+    for (const message of page.messages) this.hooks.deliver(channel, message.frame, { offset: message.offset, epoch: page.epoch })
+    this.stats.gapsRepaired++
+    return false
+  }
+
   /** Reads the messages after `state.last` (up to `upTo`, or to the channel's top) and delivers them. */
   private async repair (channel: string, state: ChannelState, upTo: number | undefined): Promise<void> {
     const after = state.last
@@ -133,8 +148,13 @@ export class LiveOrder {
       if (upTo !== undefined) state.last = upTo
       else if (page !== undefined) {
         // The history started again (lost, or trimmed past what was missed): follow the new one.
+        const newEpoch = page.epoch !== state.epoch
         state.epoch = page.epoch
         state.last = page.offset
+        // Every message of a new epoch (a failover, a history that expired) was published since it
+        // began, and none reached this instance live, or it would be in that epoch already: they
+        // follow the gap frame, when the history still holds them all.
+        if (newEpoch && await this.readNewEpoch(channel, state, page.offset)) return
       }
     }
     const held = state.held as Buffer[]
