@@ -12,6 +12,7 @@ import type { Position } from './history/sequence.js'
 import { LiveOrder } from './history/live-order.js'
 import { Replayer, type ReplayTarget } from './history/replay.js'
 import { presenceIdentity, type Presence } from './presence/presence.js'
+import { settleWithin } from './timeout.js'
 
 /** What the hub needs of one connection (a Session): its channels, a queue to write to, a way out. */
 export interface HubMember extends ReplayTarget {
@@ -409,9 +410,7 @@ export class Hub<Member extends HubMember = HubMember> {
     clearTimeout(timer)
     // A terminated socket still emits 'close' a moment later: app.close() ends with every session
     // gone, waiting a little for it, never for ever.
-    let grace: NodeJS.Timeout | undefined
-    await Promise.race([Promise.all(closed), new Promise<void>((resolve) => { grace = setTimeout(resolve, TERMINATE_GRACE_MS) })])
-    clearTimeout(grace)
+    await settleWithin(Promise.all(closed), TERMINATE_GRACE_MS)
   }
 
   /** Adds `member` to the channel's listeners; true when it was not on the channel yet. */

@@ -102,18 +102,15 @@ export class LiveOrder {
   }
 
   /**
-   * Delivers a new epoch's messages 1 … `top` when the history holds exactly those; false when it
-   * does not (trimmed, or too many to read back), or the read failed: the gap frame stands alone.
-   * True when the channel was forgotten meanwhile: its repair has nothing more to do.
+   * Delivers a new epoch's messages 1 … `top` when the history holds exactly those. When it does
+   * not (trimmed, or too many to read back), or the read fails, the gap frame stands alone.
    */
-  private async readNewEpoch (channel: string, state: ChannelState, top: number): Promise<boolean> {
-    if (top > this.maxRepair) return false
+  private async readNewEpoch (channel: string, state: ChannelState, top: number): Promise<void> {
+    if (top > this.maxRepair) return
     const page = await this.hooks.fetch(channel, 0, top).catch(() => undefined)
-    if (this.channels.get(channel) !== state) return true
-    if (page === undefined || page.epoch !== state.epoch || !isRun(page, 0, top)) return false
+    if (this.channels.get(channel) !== state || page === undefined || page.epoch !== state.epoch || !isRun(page, 0, top)) return
     for (const message of page.messages) this.hooks.deliver(channel, message.frame, { offset: message.offset, epoch: page.epoch })
     this.stats.gapsRepaired++
-    return false
   }
 
   /** Reads the messages after `state.last` (up to `upTo`, or to the channel's top) and delivers them. */
@@ -154,7 +151,11 @@ export class LiveOrder {
         // Every message of a new epoch (a failover, a history that expired) was published since it
         // began, and none reached this instance live, or it would be in that epoch already: they
         // follow the gap frame, when the history still holds them all.
-        if (newEpoch && await this.readNewEpoch(channel, state, page.offset)) return
+        if (newEpoch) {
+          await this.readNewEpoch(channel, state, page.offset)
+          // Nobody listens here any more (forgotten during the read): nothing is held for anyone.
+          if (this.channels.get(channel) !== state) return
+        }
       }
     }
     const held = state.held as Buffer[]

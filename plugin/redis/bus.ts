@@ -88,8 +88,11 @@ export class RedisBus implements Bus {
     // client of the user's (@fastify/redis) would otherwise have ioredis print each attempt.
     this.onClientError = connectionErrorLogger(this.options.log, addressOf(this.publisher), () => this.closing)
     this.publisher.on('error', this.onClientError)
-    this.publisher.on('ready', this.readServer)
-    if (this.publisher.status === 'ready') this.readServer()
+    // One Redis: its replication ID, at every connect (a cluster's masters are ShardServers' part).
+    if (this.shardServers === undefined) {
+      this.publisher.on('ready', this.readServer)
+      if (this.publisher.status === 'ready') this.readServer()
+    }
     if (options.ownsPublisher) {
       // A fresh connection starts with a clean record: the one that timed out was torn down.
       this.publisher.on('ready', () => { this.unconfirmedPublishes = 0 })
@@ -167,8 +170,6 @@ export class RedisBus implements Bus {
   }
 
   private readonly readServer = (): void => {
-    // Each shard of a cluster has its own (ShardServers keeps them).
-    if (this.shardServers !== undefined) return
     const server = this.publisher.info('replication').then(
       (text) => /^master_replid:(\w+)/m.exec(text)?.[1] as string,
       (err: Error) => {

@@ -1,7 +1,7 @@
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
 import { BusRefusedError, BusUnavailableError } from '../errors.js'
-import { withTimeout } from '../timeout.js'
+import { settleWithin, withTimeout } from '../timeout.js'
 
 // The ioredis settings of the plugin's own connections, and what every Redis module shares.
 
@@ -78,8 +78,8 @@ export function reconnectWhenReadonly (err: Error): 1 | false {
  */
 const CLUSTER_PUBLISHER_SETTINGS: ClusterOptions = {
   enableOfflineQueue: false,
-  // (Scripts too, on a cluster: sent on their own, the presence script failed with 'Connection is
-  // closed' in the cluster tests.)
+  // Scripts included, unlike on one Redis: sent on their own here, the presence script failed with
+  // 'Connection is closed' in the cluster tests.
   enableAutoPipelining: true,
   slotsRefreshInterval: 1000,
   clusterRetryStrategy: reconnectDelay,
@@ -206,7 +206,7 @@ export async function whenRedisReady (client: RedisClient, timeout: number, log:
 export async function quit (client: RedisClient, timeout: number): Promise<void> {
   // QUIT lets Redis finish what is in flight; a link that broke or went silent is dropped below.
   if (client.status === 'ready') {
-    await Promise.allSettled([withTimeout(client.quit(), timeout, () => new Error('QUIT timed out'))])
+    await settleWithin(client.quit(), timeout)
   }
   client.disconnect()
   if (isCluster(client)) stopSlotRefreshes(client)

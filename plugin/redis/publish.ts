@@ -222,8 +222,7 @@ export async function publishMessages (context: PublishContext, messages: readon
 /** One script call: messages whose names all share one slot (any messages, and slot 0, off a cluster). */
 async function runPublish ({ client, keys, instance, idempotencyWindow, serverOf }: PublishContext,
   messages: readonly BusMessage[], each: boolean, slot: number): Promise<PublishOutcome[]> {
-  const { args, declared, numbers } = publishArgs(keys, messages)
-  args.unshift(instance, each ? 'each' : 'batch', serverOf(slot), keys.sharded ? 'SPUBLISH' : 'PUBLISH', idempotencyWindow)
+  const { args, declared, numbers } = publishArgs(keys, messages, [instance, each ? 'each' : 'batch', serverOf(slot), keys.sharded ? 'SPUBLISH' : 'PUBLISH', idempotencyWindow])
   // Off a cluster one key routes nothing and is checked by nothing: the first is enough.
   const results = await runScript(client, PUBLISH, keys.sharded ? declared : declared.slice(0, 1), args) as Array<Buffer | number>
   // Each channel's epoch, read once for all its messages.
@@ -248,12 +247,12 @@ async function runPublish ({ client, keys, instance, idempotencyWindow, serverOf
 }
 
 /**
- * The script's fields after the call's own: the channels (6 fields each), then the messages (3
- * each); every key they touch (history hash and stream, idempotency keys), for the script to
+ * The script's fields: the call's own (`call`), the channels (6 fields each), then the messages (3
+ * each), built in one array; every key they touch (history hash and stream, idempotency keys), for the script to
  * declare; and each message's channel number. A call that stores nothing declares its first
  * channel, for a cluster client to route by.
  */
-function publishArgs (keys: RedisKeys, messages: readonly BusMessage[]): { args: Array<string | number>, declared: string[], numbers: number[] } {
+function publishArgs (keys: RedisKeys, messages: readonly BusMessage[], call: Array<string | number>): { args: Array<string | number>, declared: string[], numbers: number[] } {
   const channelArgs: Array<string | number> = []
   const messageArgs: Array<string | number> = []
   const numberOf = new Map<string | null, number>()
@@ -276,7 +275,7 @@ function publishArgs (keys: RedisKeys, messages: readonly BusMessage[]): { args:
     messageArgs.push(number, idempotency, payload)
   }
   if (declared.size === 0) declared.add(channelArgs[0] as string)
-  return { args: [numberOf.size, ...channelArgs, ...messageArgs], declared: [...declared], numbers }
+  return { args: [...call, numberOf.size, ...channelArgs, ...messageArgs], declared: [...declared], numbers }
 }
 
 /** "<offset> <epoch>" from the publish script; an empty reply is a message without history. */
