@@ -1,7 +1,8 @@
 import t from 'tap'
 import type { Writable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { build } from './helpers/app.js'
+import { build, type TestApp } from './helpers/app.js'
+import { clientFrame, RawSocket } from './helpers/raw-socket.js'
 import { startRedis } from './helpers/redis-server.js'
 import { plain } from './helpers/client.js'
 import { sessionsOf } from './helpers/sessions.js'
@@ -58,28 +59,55 @@ t.test('a Redis user without INFO still publishes with history; the log says a f
   t.ok(logs.some((line) => /refused INFO replication/.test(line.msg)), 'a warning says what is lost')
 })
 
+// A turn's messages are queued and written to each socket together at the end of the turn: a write
+// that fails is caught whether the turn carried one message or several.
+const TURNS = [
+  { name: 'one message a turn', send: async (publish: TestApp['publish']) => { await publish({ channel: 'c', data: 1 }); await publish({ channel: 'c', data: 2 }) } },
+  { name: 'two messages in one turn', send: async (publish: TestApp['publish']) => { await publish([{ channel: 'c', data: 1 }, { channel: 'c', data: 2 }]) } }
+]
+
 for (const compression of [false, true]) {
-  t.test(`a socket whose write fails is dropped alone; the others still receive${compression ? ' (permessage-deflate)' : ''}`, async (t) => {
-    const { app, connect, publish } = await build(t, { compression })
-    const clients = await Promise.all([connect('?channels=c'), connect('?channels=c'), connect('?channels=c')])
-    await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
-    const [broken] = sessionsOf(app)
-    const fail = (): never => { throw new Error('write failed') }
-    // Without compression frames go straight to the TCP socket; with it, through ws.
-    if (compression) broken.socket.send = fail
-    else (broken.tcp as Writable).write = fail
-    await publish({ channel: 'c', data: 1 })
-    await publish({ channel: 'c', data: 2 })
-    const outcomes = await Promise.all(clients.map(async (client) => await Promise.race([
-      client.messages(2).then((messages) => messages.map((m) => m.data)),
-      client.closed.then(({ code }) => code)
-    ])))
-    t.same(outcomes.filter((o) => Array.isArray(o)), [[1, 2], [1, 2]], 'the two healthy clients received both messages in order')
-    t.same(outcomes.filter((o) => !Array.isArray(o)), [1006], 'the failing one was terminated')
-    t.equal(app.broadcastConnections.size, 2, 'the failing connection was evicted')
-    t.notOk(app.broadcastConnections.has(broken))
-  })
+  for (const turn of compression ? TURNS.slice(0, 1) : TURNS) {
+    t.test(`a socket whose write fails is dropped alone; the others still receive (${turn.name}${compression ? ', permessage-deflate' : ''})`, async (t) => {
+      const { app, connect, publish } = await build(t, { compression })
+      const clients = await Promise.all([connect('?channels=c'), connect('?channels=c'), connect('?channels=c')])
+      await Promise.all(clients.map(async (c) => await c.waitFor((f) => f.type === 'subscribed')))
+      const [broken] = sessionsOf(app)
+      const fail = (): never => { throw new Error('write failed') }
+      // Without compression frames go straight to the TCP socket; with it, through ws.
+      if (compression) broken.socket.send = fail
+      else (broken.tcp as Writable).write = fail
+      await turn.send(publish)
+      const outcomes = await Promise.all(clients.map(async (client) => await Promise.race([
+        client.messages(2).then((messages) => messages.map((m) => m.data)),
+        client.closed.then(({ code }) => code)
+      ])))
+      t.same(outcomes.filter((o) => Array.isArray(o)), [[1, 2], [1, 2]], 'the two healthy clients received both messages in order')
+      t.same(outcomes.filter((o) => !Array.isArray(o)), [1006], 'the failing one was terminated')
+      t.equal(app.broadcastConnections.size, 2, 'the failing connection was evicted')
+      t.notOk(app.broadcastConnections.has(broken))
+    })
+  }
 }
+
+t.test('a socket in its closing handshake is sent nothing more, and not counted; the others still receive', async (t) => {
+  const { app, url, connect, publish } = await build(t)
+  const open = await connect('?channels=c')
+  // A peer that sends its close frame and then never finishes closing: its socket stays CLOSING.
+  const closing = await RawSocket.open(Number(new URL(url).port), '/ws?channels=c', { allowHalfOpen: true })
+  await open.waitFor((f) => f.type === 'subscribed')
+  t.ok(await closing.waitForText('"subscribed"'), 'both subscribed')
+  closing.send(clientFrame({ opcode: 0x8, payload: Buffer.from([0x03, 0xe8]) }))
+  t.equal(await closing.closeCode(), 1000, 'the server answered the close')
+  t.equal(app.broadcastConnections.size, 2, 'and still holds the closing connection')
+  const before = app.broadcastStats().messagesOut
+  await publish({ channel: 'c', data: 'after the close' })
+  t.same((await open.messages(1)).map((m) => m.data), ['after the close'])
+  t.equal(app.broadcastStats().messagesOut - before, 1, 'one delivery counted')
+  await sleep(50)
+  t.notOk(closing.texts().some((text) => text.includes('after the close')), 'none to the closing socket')
+  closing.destroy()
+})
 
 t.test('a frame over the size limit closes that socket with 1009; the others keep going', async (t) => {
   const { connect, publish } = await build(t, { maxPayload: 1024 })

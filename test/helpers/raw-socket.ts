@@ -23,9 +23,13 @@ export class RawSocket {
     }))
   }
 
-  /** Opens `path` with a hand-written upgrade request; resolves once the server answered 101. */
-  static async open (port: number, path = '/ws'): Promise<RawSocket> {
-    const socket = connect({ port, host: '127.0.0.1' })
+  /**
+   * Opens `path` with a hand-written upgrade request; resolves once the server answered 101.
+   * `allowHalfOpen`: the socket stays open for writing after the server ends its side, as a peer
+   * that never finishes a close would.
+   */
+  static async open (port: number, path = '/ws', { allowHalfOpen = false } = {}): Promise<RawSocket> {
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen })
     await once(socket, 'connect')
     const raw = new RawSocket(socket)
     socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
@@ -60,7 +64,25 @@ export class RawSocket {
     this.socket.destroy()
   }
 
+  /** The text frames received so far, complete ones only. */
+  texts (): string[] {
+    return this.frames().filter(({ opcode }) => opcode === 0x1).map(({ payload }) => payload.toString())
+  }
+
+  /** Resolves once a text frame containing `text` has arrived; false if none did in time. */
+  async waitForText (text: string, timeout = 5000): Promise<boolean> {
+    await this.until(() => this.texts().some((frame) => frame.includes(text)), timeout)
+    return this.texts().some((frame) => frame.includes(text))
+  }
+
   private closeFrame (): number | undefined {
+    const close = this.frames().find(({ opcode }) => opcode === 0x8)
+    return close?.payload.readUInt16BE(0)
+  }
+
+  /** The complete server frames received so far (unmasked, unfragmented, as this server sends them). */
+  private frames (): Array<{ opcode: number, payload: Buffer }> {
+    const frames: Array<{ opcode: number, payload: Buffer }> = []
     let offset = 0
     const data = this.received
     while (offset + 2 <= data.length) {
@@ -69,11 +91,11 @@ export class RawSocket {
       let header = 2
       if (length === 126) { length = data.readUInt16BE(offset + 2); header = 4 }
       if (length === 127) { length = Number(data.readBigUInt64BE(offset + 2)); header = 10 }
-      if (offset + header + length > data.length) return undefined
-      if (opcode === 0x8) return data.readUInt16BE(offset + header)
+      if (offset + header + length > data.length) break
+      frames.push({ opcode, payload: data.subarray(offset + header, offset + header + length) })
       offset += header + length
     }
-    return undefined
+    return frames
   }
 
   private async until (done: () => boolean, timeout = 5000): Promise<void> {
