@@ -15,10 +15,12 @@ import { runScript, script } from './script.js'
  * have the script read it: plugin/redis/shard-servers.ts), ARGV[4] the command that
  * publishes (PUBLISH, or SPUBLISH on a cluster), ARGV[5] the idempotency window ms, ARGV[6] how
  * many channels the call's messages go to, then 6 fields a channel: pubsub channel, meta hash,
- * stream ('' and '' without history), history size (0: none), ttl ms, and the length of its
- * frames' head (where the position goes); then 3 fields a message: its channel's number in that
- * list (from 1), its idempotency key ('' for none), and its frame. (Per channel, not per message:
- * a batch of 200 to one channel sends its names once, not 200 times.)
+ * stream ('' and '' without history), history size (0: none), ttl ms, and the head of its frames
+ * (up to where the position goes; '' without history); then 3 fields a message: its channel's
+ * number in that list (from 1), its idempotency key ('' for none), and its frame, without the
+ * head when the channel keeps history. (Per channel, not per message: a batch of 200 to one
+ * channel sends its names and its head once, not 200 times, and the script joins each frame
+ * from pieces it has, with no string.sub: cutting strings is most of Lua's cost a message.)
  * Mode 'batch': one caller's messages, all or nothing: every message is checked, numbered and
  * stored before any is published, and a refusal fails the call. Mode 'each': messages of several
  * callers, gathered in one call to share the script's start-up: each stands alone, and a refusal
@@ -38,7 +40,7 @@ local each, server, publish, window = ARGV[2] == 'each', ARGV[3], ARGV[4], ARGV[
 local channels, count = {}, tonumber(ARGV[6])
 for c = 1, count do
   local at = 1 + 6 * c
-  channels[tostring(c)] = { ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], tonumber(ARGV[at + 5]) }
+  channels[tostring(c)] = { ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4], ARGV[at + 5] }
 end
 local first = 7 + 6 * count
 -- On a cluster: '@<node id> <replication id>' of the master the client meant; trusted only if
@@ -85,7 +87,7 @@ local function stage (i)
     if not h then
       local state = redis.pcall('HMGET', meta, 'epoch', 'top', 'server')
       if failed(state) then return state end
-      h = { meta = meta, stream = c[3], size = c[4], ttl = c[5] }
+      h = { meta = meta, stream = c[3], size = c[4], ttl = c[5], prefix = c[6] .. '"offset":' }
       if state[1] and state[2] and state[3] == server and redis.call('EXISTS', h.stream) == 1 then
         h.epoch, h.top = state[1], tonumber(state[2])
       else
@@ -96,12 +98,13 @@ local function stage (i)
         h.epoch, h.top = string.format('%x%05x', tonumber(now[1]), tonumber(now[2])) .. ARGV[1], 0
         redis.call('DEL', h.stream)
       end
+      -- What follows the offset in every frame of this channel, made once a call.
+      h.suffix = ',"epoch":"' .. h.epoch .. '",'
       histories[meta] = h
       touched[#touched + 1] = meta
     end
     offset = h.top + 1
-    local head = c[6]
-    frame = string.sub(frame, 1, head) .. '"offset":' .. offset .. ',"epoch":"' .. h.epoch .. '",' .. string.sub(frame, head + 1)
+    frame = h.prefix .. offset .. h.suffix .. frame
     -- Trimmed once a call, at the end.
     local added = redis.pcall('XADD', h.stream, offset .. '-0', 'f', frame)
     if failed(added) then return added end
@@ -255,27 +258,29 @@ async function runPublish ({ client, keys, instance, idempotencyWindow, serverOf
 function publishArgs (keys: RedisKeys, messages: readonly BusMessage[], call: Array<string | number>): { args: Array<string | number>, declared: string[], numbers: number[] } {
   const channelArgs: Array<string | number> = []
   const messageArgs: Array<string | number> = []
-  const numberOf = new Map<string | null, number>()
+  /** Per channel: its number in the call, and the length of its frames' head (0 when the whole frame is sent). */
+  const byChannel = new Map<string | null, { number: number, head: number }>()
   const numbers: number[] = []
   const declared = new Set<string>()
   for (const { channel, payload, history, idempotencyKey } of messages) {
-    let number = numberOf.get(channel)
-    if (number === undefined) {
-      number = numberOf.size + 1
-      numberOf.set(channel, number)
+    let entry = byChannel.get(channel)
+    if (entry === undefined) {
       // Only channel messages have history settings (BusMessage says so), the same for all of a channel's.
+      const stored = history !== undefined && history.size > 0
+      entry = { number: byChannel.size + 1, head: stored ? messageHeadLength(channel as string) : 0 }
+      byChannel.set(channel, entry)
       const names = history === undefined ? undefined : keys.history(channel as string)
       channelArgs.push(keys.pubsub(channel), names?.meta ?? '', names?.stream ?? '', history?.size ?? 0, history?.ttl ?? 0,
-        history === undefined ? 0 : messageHeadLength(channel as string))
+        payload.slice(0, entry.head))
       if (names !== undefined) declared.add(names.meta).add(names.stream)
     }
-    numbers.push(number)
+    numbers.push(entry.number)
     const idempotency = idempotencyKey === undefined ? '' : keys.idempotency(channel, idempotencyKey)
     if (idempotency !== '') declared.add(idempotency)
-    messageArgs.push(number, idempotency, payload)
+    messageArgs.push(entry.number, idempotency, entry.head === 0 ? payload : payload.slice(entry.head))
   }
   if (declared.size === 0) declared.add(channelArgs[0] as string)
-  return { args: [...call, numberOf.size, ...channelArgs, ...messageArgs], declared: [...declared], numbers }
+  return { args: [...call, byChannel.size, ...channelArgs, ...messageArgs], declared: [...declared], numbers }
 }
 
 /** "<offset> <epoch>" from the publish script; an empty reply is a message without history. */
