@@ -92,3 +92,14 @@ export class CommandTime {
     this.client.disconnect()
   }
 }
+
+/**
+ * The time of the commands the service sent, from `CommandTime.read()`: with scripts in the run,
+ * their EVALSHA (or EVAL) lines alone, as the commands a script runs are counted in their own lines
+ * as well.
+ */
+export function topLevelUsec (commands: Record<string, { calls: number, usec: number }>): number {
+  const scripts = ['evalsha', 'eval'].filter((name) => commands[name] !== undefined)
+  const counted = scripts.length > 0 ? scripts : Object.keys(commands)
+  return counted.reduce((sum, name) => sum + (commands[name]?.usec ?? 0), 0)
+}

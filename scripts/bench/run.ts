@@ -3,7 +3,7 @@ import { Histogram, summarise } from './histogram.js'
 import { machineCpu, processCpu, processRss, type CpuTimes } from './proc.js'
 import { sleep } from './processes.js'
 import { expectedDeliveries } from './protocol.js'
-import { CommandTime } from './redis.js'
+import { CommandTime, topLevelUsec } from './redis.js'
 import type {
   ClientConfig, ClientStats, FromClients, FromPublisher, PublisherConfig, PublisherStats, ToClients, ToPublisher
 } from './protocol.js'
@@ -104,16 +104,6 @@ function usage (
 
 function cpuSeconds ({ user, system }: CpuTimes): number {
   return user + system
-}
-
-/**
- * The time of the commands the service sent: with scripts in the run, their EVALSHA (or EVAL)
- * lines alone, as the commands a script runs are counted in their own lines as well.
- */
-function topLevelUsec (commands: Record<string, { calls: number, usec: number }>): number {
-  const scripts = ['evalsha', 'eval'].filter((name) => commands[name] !== undefined)
-  const counted = scripts.length > 0 ? scripts : Object.keys(commands)
-  return counted.reduce((sum, name) => sum + (commands[name]?.usec ?? 0), 0)
 }
 
 function perMillion (cpu: CpuTimes, count: number): CpuTimes {
