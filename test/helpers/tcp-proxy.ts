@@ -11,11 +11,13 @@ export interface TcpProxy {
   readonly port: number
   readonly url: string
   blackhole (): void
+  /** Only the open connections that subscribed (a Redis subscriber's) go silent; others, and new ones, keep working. */
+  blackholeSubscribers (): void
   pass (): void
   close (): Promise<void>
 }
 
-interface Link { client: Socket, upstream: Socket, live: boolean }
+interface Link { client: Socket, upstream: Socket, live: boolean, subscribed: boolean }
 
 export async function startTcpProxy (targetPort: number): Promise<TcpProxy> {
   const links = new Set<Link>()
@@ -23,14 +25,17 @@ export async function startTcpProxy (targetPort: number): Promise<TcpProxy> {
   // allowHalfOpen: a silent link must not answer the FIN of a peer giving up on it.
   const server = createServer({ allowHalfOpen: true }, (client) => {
     const upstream = connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true })
-    const link: Link = { client, upstream, live: !blackholed }
+    const link: Link = { client, upstream, live: !blackholed, subscribed: false }
     links.add(link)
     const forget = (): void => {
       links.delete(link)
       client.destroy()
       upstream.destroy()
     }
-    client.on('data', (chunk) => { if (link.live) upstream.write(chunk) })
+    client.on('data', (chunk: Buffer) => {
+      if (!link.subscribed && /subscribe/i.test(chunk.toString('latin1'))) link.subscribed = true
+      if (link.live) upstream.write(chunk)
+    })
     upstream.on('data', (chunk) => { if (link.live) client.write(chunk) })
     client.on('end', () => { if (link.live) upstream.end() })
     upstream.on('end', () => { if (link.live) client.end() })
@@ -48,6 +53,9 @@ export async function startTcpProxy (targetPort: number): Promise<TcpProxy> {
     blackhole () {
       blackholed = true
       for (const link of links) link.live = false
+    },
+    blackholeSubscribers () {
+      for (const link of links) if (link.subscribed) link.live = false
     },
     pass () {
       blackholed = false
