@@ -128,3 +128,19 @@ t.test('a Redis bus that has not started says why it is not ready', async (t) =>
   await bus.close()
   t.equal(publisher.status, 'ready', 'a publisher it does not own stays open')
 })
+
+t.test('a subscribe waiting for Redis to come back fails as soon as the bus closes, not at its timeout', async (t) => {
+  const lost = await startRedis()
+  t.teardown(() => lost.stop())
+  const bus = new RedisBus({ publisher: lost.client(), ownsPublisher: true, prefix: 'conf:', readyTimeout: 5000, commandTimeout: 60_000, log })
+  await bus.start(() => {}, () => {})
+  await lost.kill()
+  const waiting = bus.subscribe('while-away')
+  const settled = waiting.then(() => 'confirmed', () => 'rejected')
+  t.equal(await Promise.race([settled, sleep(300, 'waiting')]), 'waiting',
+    'queued while Redis is away')
+  const closing = bus.close()
+  await t.rejects(waiting, { code: 'FRB_BUS_UNAVAILABLE', message: /closed before it confirmed the subscription/ },
+    'refused by the close, well before its 60 s timeout')
+  await closing
+})
