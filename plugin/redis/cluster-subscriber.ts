@@ -4,6 +4,9 @@ import { BusUnavailableError } from '../errors.js'
 import { isMoved, SUBSCRIBER_SETTINGS, waitForReady } from './client.js'
 import { notRunning, RedisSubscriber, type Subscriber, type SubscriberHealth, type SubscriberOptions } from './subscriber.js'
 
+/** The node of a channel whose move failed: no master's, so the next slot refresh places it again. */
+const UNPLACED = ''
+
 /** How often slots are asked for again while a shard connection is down: a failover is noticed this soon. */
 const REFRESH_WHILE_DOWN_MS = 200
 
@@ -141,11 +144,14 @@ export class ClusterSubscriber implements Subscriber {
     if (!this.closing) this.cluster.refreshSlotsCache()
   }
 
-  /* c8 ignore next 5: see rebalance */
-  private moveFailed (name: string, slot: number, from: string, to: string, err: unknown): void {
+  /* c8 ignore next 8: see rebalance */
+  private moveFailed (name: string, slot: number, to: string, err: unknown): void {
     this.options.log.error({ err, channel: name }, 'moving a subscription to its new cluster master failed: it is tried again at the next slot refresh')
-    // Back where it was (unless it was left or moved again meanwhile): the next refresh moves it again.
-    if (this.placed.get(name)?.node === to) this.placed.set(name, { slot, node: from })
+    // Placed nowhere (unless it was left or moved again meanwhile), and off the new master's list:
+    // the next refresh subscribes it wherever the map says then, even on the master it left (a
+    // map read from a node that had not heard of a failover yet), whose list no longer holds it.
+    this.shards.get(to)?.unsubscribe(name).catch(() => {})
+    if (this.placed.get(name)?.node === to) this.placed.set(name, { slot, node: UNPLACED })
   }
 
   /** The slot map was read again: every channel goes to the master that owns it now. */
@@ -163,7 +169,7 @@ export class ClusterSubscriber implements Subscriber {
       this.shards.get(node)?.unsubscribe(name).catch(() => {})
       // A new master that does not confirm within redisTimeout: a real cluster cannot be made to do that on cue.
       /* c8 ignore next */
-      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => { this.moveFailed(name, slot, node, owner, err) }))
+      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => { this.moveFailed(name, slot, owner, err) }))
     }
     for (const [node, shard] of this.shards) {
       if (shard.channels.size > 0) continue
