@@ -63,7 +63,7 @@ export class RedisSubscriber implements Subscriber {
    * and the hub tries again on the new master.
    */
   private readonly closed: Promise<never>
-  private rejectClosed: (err: Error) => void = () => {}
+  private rejectClosed!: (err: Error) => void
   private probing = false
   private lastProbe: { ok: boolean, detail: string } | undefined
 
