@@ -78,8 +78,13 @@ export function reconnectWhenReadonly (err: Error): 1 | false {
  */
 const CLUSTER_PUBLISHER_SETTINGS: ClusterOptions = {
   enableOfflineQueue: false,
-  // Scripts included, unlike on one Redis: sent on their own here, the presence script failed with
-  // 'Connection is closed' in the cluster tests.
+  // Scripts included, unlike on one Redis. A node's connection is opened by the first command sent
+  // to it, and without an offline queue ioredis 6 refuses, with 'Connection is closed.', every
+  // other command that reaches the node before it is ready (cluster/index.js, tryConnection:
+  // only 'ready' and 'wait' pass). Two scripts to one cold master in the same turn (two channels'
+  // presence updates) met that. The auto-pipeline sends one batch per node at a time, the next only
+  // after the first came back, by which time the node is ready. (An offline queue, or a retry of
+  // that error, would send a command after its caller was answered 503: not an option.)
   enableAutoPipelining: true,
   slotsRefreshInterval: 1000,
   clusterRetryStrategy: reconnectDelay,
