@@ -293,6 +293,27 @@ t.test('a shard\'s subscriber connection cut by the server: it reconnects, subsc
   t.ok(app.broadcastStats().subscriberReconnects >= 1)
 })
 
+t.test('the publisher\'s connection to a master cut by the server (an idle timeout, CLIENT KILL): publishes to that master work again without waiting for the periodic slot refresh', async (t) => {
+  // No periodic refresh within the test: only the plugin's own reaction can bring the master back.
+  const { app } = await build(t, { redis: { cluster: topology.nodes, slotsRefreshInterval: 60_000 } })
+  const keys = new RedisKeys('frb:', true)
+  t.match(await app.broadcast('first', { channel: 'idle' }), { offset: 1 })
+  const master = topology.client(await topology.masterOfSlot(keys.slot('idle')))
+  const killed = await master.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes') as number
+  t.ok(killed >= 1, `${killed} connections cut`)
+  let refused = 0
+  let back = false
+  for (const deadline = Date.now() + 10_000; !back && Date.now() < deadline;) {
+    back = await app.broadcast('again', { channel: 'idle' }).then(() => true, () => false)
+    if (!back) {
+      refused++
+      await sleep(20)
+    }
+  }
+  t.ok(back, `publishing again within 10 s (${refused} refused meanwhile, each with an error to its caller)`)
+  t.match(await app.broadcast('then', { channel: 'idle' }), { duplicate: false }, 'and it stays so')
+})
+
 t.test('messages to everyone in a batch (nothing stored) go through the script on the slot of `all`', async (t) => {
   const { app, connect } = await build(t, { redis })
   const client = await connect()
