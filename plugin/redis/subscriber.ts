@@ -57,13 +57,12 @@ export class RedisSubscriber implements Subscriber {
   private handshakeSince = 0
   private probeTimer: NodeJS.Timeout | undefined
   /**
-   * Rejects when close() begins. A subscribe queued while the connection reconnects would
-   * otherwise wait out its whole timeout (ioredis settles nothing queued on a client closed while
-   * reconnecting): a cluster shard closed because its master was lost answers it at once instead,
-   * and the hub tries again on the new master.
+   * The subscribes waiting for Redis, each by the function that fails it: close() fails them at
+   * once. One queued while the connection reconnects would otherwise wait out its whole timeout
+   * (ioredis settles nothing queued on a client closed while reconnecting), so a cluster shard
+   * closed because its master was lost answers it at once, and the hub tries again on the new one.
    */
-  private readonly closed: Promise<never>
-  private rejectClosed!: (err: Error) => void
+  private readonly waiting = new Set<(err: Error) => void>()
   private probing = false
   private lastProbe: { ok: boolean, detail: string } | undefined
 
@@ -71,9 +70,6 @@ export class RedisSubscriber implements Subscriber {
   /** `client`: a connection of its own, in subscriber settings (SUBSCRIBER_SETTINGS), which it closes. */
   constructor (readonly client: Redis, private readonly options: SubscriberOptions, onMessage: BusMessageHandler,
     private readonly onReconnected: () => void, onError: (err: Error) => void) {
-    this.closed = new Promise<never>((resolve, reject) => { this.rejectClosed = reject })
-    // Raced by every subscribe; with none waiting, there is no one to tell.
-    this.closed.catch(() => {})
     client.on('error', onError)
     client.on('connect', () => { this.handshakeSince = Date.now() })
     client.on('ready', () => this.onReady())
@@ -108,7 +104,14 @@ export class RedisSubscriber implements Subscriber {
   async subscribe (name: string): Promise<void> {
     this.subscribed.add(name)
     const command = this.options.sharded === true ? this.client.ssubscribe(name) : this.client.subscribe(name)
-    await redisCommand(Promise.race([command, this.closed]), this.options.commandTimeout, 'confirm the subscription')
+    let fail!: (err: Error) => void
+    const closed = new Promise<never>((resolve, reject) => { fail = reject })
+    this.waiting.add(fail)
+    try {
+      await redisCommand(Promise.race([command, closed]), this.options.commandTimeout, 'confirm the subscription')
+    } finally {
+      this.waiting.delete(fail)
+    }
   }
 
   async unsubscribe (name: string): Promise<void> {
@@ -129,7 +132,7 @@ export class RedisSubscriber implements Subscriber {
 
   async close (timeout: number): Promise<void> {
     this.closing = true
-    this.rejectClosed(new BusUnavailableError('the Redis subscriber connection closed before it confirmed the subscription'))
+    for (const fail of this.waiting) fail(new BusUnavailableError('the Redis subscriber connection closed before it confirmed the subscription'))
     clearInterval(this.probeTimer)
     await quit(this.client, timeout)
   }
