@@ -7,6 +7,8 @@ import { notRunning, RedisSubscriber, type Subscriber, type SubscriberHealth, ty
 /** The node of a channel whose move failed: no master's, so the next slot refresh places it again. */
 const UNPLACED = ''
 
+interface Placement { slot: number, node: string, id: number }
+
 /** How often slots are asked for again while a shard connection is down: a failover is noticed this soon. */
 const REFRESH_WHILE_DOWN_MS = 200
 
@@ -24,8 +26,14 @@ const REFRESH_WHILE_DOWN_MS = 200
 export class ClusterSubscriber implements Subscriber {
   /** One connection per master that owns subscribed channels, by `host:port`. */
   private readonly shards = new Map<string, RedisSubscriber>()
-  /** Each subscribed Pub/Sub name, its slot, and the master it is subscribed on. */
-  private readonly placed = new Map<string, { slot: number, node: string }>()
+  /**
+   * Each subscribed Pub/Sub name, its slot, the master it is subscribed on, and which placement
+   * this is (a move that fails late must not undo a newer one).
+   */
+  private readonly placed = new Map<string, Placement>()
+  private placements = 0
+  /** A move failed: the map is read again at the next tick (not at once: a refusal would loop). */
+  private unplaced = false
   private readonly refreshTimer: NodeJS.Timeout
   private closing = false
 
@@ -34,6 +42,12 @@ export class ClusterSubscriber implements Subscriber {
     private readonly onError: (err: Error) => void) {
     cluster.on('refresh', this.rebalance)
     this.refreshTimer = setInterval(() => {
+      /* c8 ignore next 5: see moveFailed */
+      if (this.unplaced) {
+        this.unplaced = false
+        this.refresh()
+        return
+      }
       for (const shard of this.shards.values()) {
         if (shard.client.status !== 'ready') {
           this.refresh()
@@ -97,7 +111,7 @@ export class ClusterSubscriber implements Subscriber {
   private async place (name: string): Promise<void> {
     const slot = this.options.keys.slotOfName(name)
     const node = this.ownerOf(slot, name)
-    this.placed.set(name, { slot, node })
+    this.placed.set(name, { slot, node, id: ++this.placements })
     const shard = this.shard(node)
     try {
       await shard.subscribe(name)
@@ -144,14 +158,17 @@ export class ClusterSubscriber implements Subscriber {
     if (!this.closing) this.cluster.refreshSlotsCache()
   }
 
-  /* c8 ignore next 8: see rebalance */
-  private moveFailed (name: string, slot: number, to: string, err: unknown): void {
-    this.options.log.error({ err, channel: name }, 'moving a subscription to its new cluster master failed: it is tried again at the next slot refresh')
-    // Placed nowhere (unless it was left or moved again meanwhile), and off the new master's list:
-    // the next refresh subscribes it wherever the map says then, even on the master it left (a
-    // map read from a node that had not heard of a failover yet), whose list no longer holds it.
-    this.shards.get(to)?.unsubscribe(name).catch(() => {})
-    if (this.placed.get(name)?.node === to) this.placed.set(name, { slot, node: UNPLACED })
+  /* c8 ignore next 11: see rebalance */
+  private moveFailed (name: string, { slot, node, id }: Placement, err: unknown): void {
+    // Left, or placed again since (a leave and a join, a later move): that placement stands.
+    if (this.closing || this.placed.get(name)?.id !== id) return
+    this.options.log.error({ err, channel: name }, 'moving a subscription to its new cluster master failed: it is tried again, by a fresh slot map')
+    // Placed nowhere, and off the new master's list: the next tick's refresh subscribes it wherever
+    // the map says then, even on the master it left (a map read from a node that had not heard of
+    // a failover yet), whose list no longer holds it.
+    this.shards.get(node)?.unsubscribe(name).catch(() => {})
+    this.placed.set(name, { slot, node: UNPLACED, id: ++this.placements })
+    this.unplaced = true
   }
 
   /** The slot map was read again: every channel goes to the master that owns it now. */
@@ -164,12 +181,13 @@ export class ClusterSubscriber implements Subscriber {
     for (const [name, { slot, node }] of this.placed) {
       const owner = this.cluster.slots[slot]?.[0]
       if (owner === undefined || owner === node) continue
-      this.placed.set(name, { slot, node: owner })
+      const placement = { slot, node: owner, id: ++this.placements }
+      this.placed.set(name, placement)
       // The old connection forgets it, so it never subscribes to it again; it may be dead, so not awaited.
       this.shards.get(node)?.unsubscribe(name).catch(() => {})
       // A new master that does not confirm within redisTimeout: a real cluster cannot be made to do that on cue.
       /* c8 ignore next */
-      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => { this.moveFailed(name, slot, owner, err) }))
+      moved.push(this.shard(owner).subscribe(name).catch((err: unknown) => { this.moveFailed(name, placement, err) }))
     }
     for (const [node, shard] of this.shards) {
       if (shard.channels.size > 0) continue
