@@ -270,7 +270,8 @@ function publishArgs (keys: RedisKeys, messages: readonly BusMessage[], call: Ar
       entry = { number: byChannel.size + 1, head: stored ? messageHeadLength(channel as string) : 0 }
       byChannel.set(channel, entry)
       const names = history === undefined ? undefined : keys.history(channel as string)
-      channelArgs.push(keys.pubsub(channel), names?.meta ?? '', names?.stream ?? '', history?.size ?? 0, history?.ttl ?? 0,
+      // The script stores a channel's messages exactly when its size is not 0: the same test as here.
+      channelArgs.push(keys.pubsub(channel), names?.meta ?? '', names?.stream ?? '', stored ? history.size : 0, history?.ttl ?? 0,
         payload.slice(0, entry.head))
       if (names !== undefined) declared.add(names.meta).add(names.stream)
     }
