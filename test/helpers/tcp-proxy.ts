@@ -11,7 +11,10 @@ export interface TcpProxy {
   readonly port: number
   readonly url: string
   blackhole (): void
-  /** Only the open connections that subscribed (a Redis subscriber's) go silent; others, and new ones, keep working. */
+  /**
+   * Only connections that subscribe (a Redis subscriber's) go silent, open ones now and new ones
+   * as they subscribe, until `pass()`; the others keep working.
+   */
   blackholeSubscribers (): void
   pass (): void
   close (): Promise<void>
@@ -22,6 +25,7 @@ interface Link { client: Socket, upstream: Socket, live: boolean, subscribed: bo
 export async function startTcpProxy (targetPort: number): Promise<TcpProxy> {
   const links = new Set<Link>()
   let blackholed = false
+  let subscribersBlackholed = false
   // allowHalfOpen: a silent link must not answer the FIN of a peer giving up on it.
   const server = createServer({ allowHalfOpen: true }, (client) => {
     const upstream = connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true })
@@ -33,7 +37,10 @@ export async function startTcpProxy (targetPort: number): Promise<TcpProxy> {
       upstream.destroy()
     }
     client.on('data', (chunk: Buffer) => {
-      if (!link.subscribed && /subscribe/i.test(chunk.toString('latin1'))) link.subscribed = true
+      if (!link.subscribed && /subscribe/i.test(chunk.toString('latin1'))) {
+        link.subscribed = true
+        if (subscribersBlackholed) link.live = false
+      }
       if (link.live) upstream.write(chunk)
     })
     upstream.on('data', (chunk) => { if (link.live) client.write(chunk) })
@@ -55,10 +62,12 @@ export async function startTcpProxy (targetPort: number): Promise<TcpProxy> {
       for (const link of links) link.live = false
     },
     blackholeSubscribers () {
+      subscribersBlackholed = true
       for (const link of links) if (link.subscribed) link.live = false
     },
     pass () {
       blackholed = false
+      subscribersBlackholed = false
     },
     async close () {
       for (const link of links) {
