@@ -32,7 +32,10 @@ export class ClusterSubscriber implements Subscriber {
    */
   private readonly placed = new Map<string, Placement>()
   private placements = 0
-  /** A move failed: the map is read again at the next tick (not at once: a refusal would loop). */
+  /**
+   * A move failed: the map is read again at every tick (not at once: a refusal would loop) until a
+   * rebalance has placed every channel again; a refresh that fails leaves it set.
+   */
   private unplaced = false
   private readonly refreshTimer: NodeJS.Timeout
   private closing = false
@@ -42,9 +45,8 @@ export class ClusterSubscriber implements Subscriber {
     private readonly onError: (err: Error) => void) {
     cluster.on('refresh', this.rebalance)
     this.refreshTimer = setInterval(() => {
-      /* c8 ignore next 5: see moveFailed */
+      /* c8 ignore next 4: see moveFailed */
       if (this.unplaced) {
-        this.unplaced = false
         this.refresh()
         return
       }
@@ -177,6 +179,8 @@ export class ClusterSubscriber implements Subscriber {
     // the listeners it had when it began): a moment no test can pick.
     /* c8 ignore next */
     if (this.closing) return
+    // Every channel is placed by the map below, the unplaced ones too; a move that fails says so again.
+    this.unplaced = false
     const moved: Array<Promise<void>> = []
     for (const [name, { slot, node }] of this.placed) {
       const owner = this.cluster.slots[slot]?.[0]

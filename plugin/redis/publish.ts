@@ -250,9 +250,9 @@ async function runPublish ({ client, keys, instance, idempotencyWindow, serverOf
 }
 
 /**
- * The script's fields: the call's own (`call`), the channels (6 fields each), then the messages (3
- * each), built in one array; every key they touch (history hash and stream, idempotency keys), for the script to
- * declare; and each message's channel number. A call that stores nothing declares its first
+ * The script's fields, built in one array: the call's own (`call`), the channels (6 fields each),
+ * then the messages (3 each); every key they touch (history hash and stream, idempotency keys),
+ * for the script to declare; and each message's channel number. A call that stores nothing declares its first
  * channel, for a cluster client to route by.
  */
 function publishArgs (keys: RedisKeys, messages: readonly BusMessage[], call: Array<string | number>): { args: Array<string | number>, declared: string[], numbers: number[] } {

@@ -193,12 +193,11 @@ async function run (config: ClientConfig): Promise<Tracker> {
       const index = next++
       try {
         const url = config.urls[index % config.urls.length] as string
-        const from = sourceAddress(config, index)
-        if (config.kind === 'ws' && config.groups > 0) {
-          const filter = { [GROUP_TAG]: [groupOf(config.firstIndex + index, config.groups)] }
-          await connectWs(url, index, tracker, config.connectTimeoutMs, JSON.stringify({ type: 'subscribe', channel: CHANNEL, filter }), from)
-        } else if (config.kind === 'ws') {
-          await connectWs(url, index, tracker, config.connectTimeoutMs, undefined, from)
+        if (config.kind === 'ws') {
+          const filter = config.groups > 0
+            ? JSON.stringify({ type: 'subscribe', channel: CHANNEL, filter: { [GROUP_TAG]: [groupOf(config.firstIndex + index, config.groups)] } })
+            : undefined
+          await connectWs(url, index, tracker, config.connectTimeoutMs, filter, sourceAddress(config, index))
         } else {
           await connectSocketIo(url, index, tracker, config.connectTimeoutMs)
         }
